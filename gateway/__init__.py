@@ -1,0 +1,3 @@
+"""Servicedesk mail gateway: turns customer e-mail into service-desk tickets."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,188 @@
+"""Plain types shared by every layer: the parsed mail, dispositions and the
+few exceptions that steer the pipeline (Mailman style: a stage raises
+``Ignore`` or ``Quarantine`` instead of returning flags)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class MailStatus(StrEnum):
+    """Life of an inbound mail in the spool / mail log (SPEC §2)."""
+
+    queued = "queued"
+    processing = "processing"
+    done = "done"
+    ignored = "ignored"
+    quarantined = "quarantined"
+
+
+class TicketStatus(StrEnum):
+    waiting_for_support = "waiting_for_support"
+    waiting_for_customer = "waiting_for_customer"
+    resolved = "resolved"
+    closed = "closed"
+
+
+class Priority(StrEnum):
+    low = "low"
+    medium = "medium"
+    high = "high"
+    critical = "critical"
+    blocker = "blocker"
+
+
+class RequestType(StrEnum):
+    other = "other"
+    technical_support = "technical_support"
+    suggest_improvement = "suggest_improvement"
+
+
+class AccountState(StrEnum):
+    unverified = "unverified"
+    active = "active"
+    disabled = "disabled"
+
+
+class Role(StrEnum):
+    customer = "customer"
+    agent = "agent"
+
+
+class OutboxStatus(StrEnum):
+    queued = "queued"
+    sent = "sent"
+    retrying = "retrying"
+    failed = "failed"
+    bounced = "bounced"
+
+
+@dataclass(frozen=True)
+class ParsedAttachment:
+    """One attachment or inline part. ``filename`` is for display only and is
+    already sanitised (no directories, no control characters)."""
+
+    filename: str
+    content_type: str
+    data: bytes
+    content_id: str | None = None  # without angle brackets
+    inline: bool = False
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    """What a DSN (multipart/report; report-type=delivery-status) says."""
+
+    failed_recipients: tuple[str, ...]
+    original_message_id: str | None
+    status: str | None = None
+
+
+@dataclass
+class ParsedMail:
+    """Everything later stages need from one message; produced by
+    ``pipeline.parse`` (in a worker process, so it must stay picklable).
+
+    Addresses are normalised (lower case, no display name); message ids keep
+    their angle brackets, e.g. ``<abc@host>``.
+    """
+
+    message_id: str | None
+    subject: str
+    from_addr: str
+    from_name: str = ""
+    to: list[str] = field(default_factory=list)
+    cc: list[str] = field(default_factory=list)
+    reply_to: list[str] = field(default_factory=list)
+    in_reply_to: list[str] = field(default_factory=list)
+    references: list[str] = field(default_factory=list)
+    date: dt.datetime | None = None
+    # Lower-cased header name -> list of decoded values, for the headers the
+    # screen and identify stages look at (auto-submitted, precedence, list-id,
+    # return-path, x-priority, importance, authentication-results, ...).
+    headers: dict[str, list[str]] = field(default_factory=dict)
+    text: str = ""  # readable plain text (from text/plain, else from HTML)
+    html: str | None = None
+    reply_text: str = ""  # ``text`` minus quoted history, marker, signature
+    attachments: list[ParsedAttachment] = field(default_factory=list)
+    report: DeliveryReport | None = None  # set for delivery status notifications
+    defects: list[str] = field(default_factory=list)
+
+    def header(self, name: str) -> str | None:
+        """First value of a header (name is case-insensitive), or None."""
+        values = self.headers.get(name.lower())
+        return values[0] if values else None
+
+
+class PipelineSignal(Exception):
+    """Base of the exceptions a stage raises to end processing early."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Ignore(PipelineSignal):
+    """The message has no effect (auto-reply, bounce, duplicate, ...)."""
+
+
+class Quarantine(PipelineSignal):
+    """The message cannot be processed; keep it for an operator."""
+
+
+class Reject(PipelineSignal):
+    """Refuse the message at the door (exit 65 / SMTP 5xx)."""
+
+
+class TemporaryFailure(Exception):
+    """Trouble that may pass (database locked or down, disk full):
+    exit 75 / SMTP 451, try again later."""
+
+
+@dataclass(frozen=True)
+class Disposition:
+    """The outcome of processing one message, as shown in ``mail list``."""
+
+    status: MailStatus
+    text: str  # e.g. "created SD-12", "ignored: auto-reply"
+    ticket_id: int | None = None
+
+    @classmethod
+    def created(cls, key: str, ticket_id: int) -> Disposition:
+        return cls(MailStatus.done, f"created {key}", ticket_id)
+
+    @classmethod
+    def commented(cls, key: str, ticket_id: int) -> Disposition:
+        return cls(MailStatus.done, f"commented {key}", ticket_id)
+
+    @classmethod
+    def ignored(cls, reason: str, ticket_id: int | None = None) -> Disposition:
+        return cls(MailStatus.ignored, f"ignored: {reason}", ticket_id)
+
+    @classmethod
+    def quarantined(cls, reason: str) -> Disposition:
+        return cls(MailStatus.quarantined, f"quarantined: {reason}")
+
+
+def normalize_address(addr: str) -> str:
+    """Canonical form of an e-mail address for lookups: trimmed, lower case,
+    without angle brackets."""
+    return addr.strip().strip("<>").strip().lower()
+
+
+def normalize_message_id(mid: str) -> str:
+    """``<id>`` form of a Message-ID; whitespace removed."""
+    mid = "".join(mid.split())
+    if not mid:
+        return mid
+    if not mid.startswith("<"):
+        mid = "<" + mid
+    if not mid.endswith(">"):
+        mid = mid + ">"
+    return mid

@@ -1,0 +1,221 @@
+"""Configuration: one TOML file plus ``GATEWAY__SECTION__KEY`` environment
+overrides, validated into one frozen ``Settings`` object that is passed down
+(never a global). Defaults run out of the box with SQLite under ``./var``."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from gateway.domain import RequestType, normalize_address
+
+FREE_MAIL_DOMAINS = frozenset(
+    {
+        "gmail.com", "googlemail.com", "yahoo.com", "yahoo.de", "outlook.com", "hotmail.com",
+        "hotmail.de", "live.com", "msn.com", "icloud.com", "me.com", "mac.com", "aol.com",
+        "gmx.de", "gmx.at", "gmx.net", "gmx.ch", "web.de", "t-online.de", "freenet.de",
+        "posteo.de", "mailbox.org", "protonmail.com", "proton.me", "yandex.com", "mail.ru",
+        "aon.at", "chello.at", "bluewin.ch", "zoho.com", "fastmail.com",
+    }
+)
+
+
+class ConfigError(Exception):
+    """Invalid configuration; the message names the offending key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DeskSettings(_Section):
+    name: str = "XiTrust Servicedesk"
+    ticket_prefix: str = Field(default="SD", pattern=r"^[A-Z][A-Z0-9]{0,9}$")
+    addresses: tuple[str, ...] = ("servicedesk@xitrust.com",)
+    default_locale: Literal["de", "en"] = "de"
+    portal_url: str = "http://localhost:8080"
+    unknown_senders: Literal["create", "reject"] = "create"
+
+    @field_validator("addresses")
+    @classmethod
+    def _norm(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ValueError("the desk needs at least one address")
+        return tuple(normalize_address(a) for a in v)
+
+
+class DatabaseSettings(_Section):
+    url: str = "sqlite:///var/gateway.db"
+    busy_timeout_ms: int = Field(default=5000, ge=0)
+
+
+class StorageSettings(_Section):
+    blobs: str = "var/blobs"  # a directory, or "database"
+
+
+class SmtpSettings(_Section):
+    listen: str = "127.0.0.1:2525"
+    lmtp: bool = False
+    max_message_size: int = Field(default=26_214_400, gt=0)
+    max_recipients: int = Field(default=100, gt=0)
+    trusted: bool = False
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+
+class ImapSettings(_Section):
+    host: str
+    port: int = 993
+    tls: Literal["tls", "starttls", "none"] = "tls"
+    username: str
+    password_file: str
+    folder: str = "INBOX"
+    processed_folder: str = "Processed"
+    poll_seconds: int = Field(default=60, gt=0)
+    idle: bool = True
+    recipient: str = "servicedesk@xitrust.com"
+    trusted: bool = False
+
+
+class OutboundSettings(_Section):
+    transport: Literal["maildir", "smtp"] = "maildir"
+    maildir: str = "var/sent"
+    host: str = "localhost"
+    port: int = 25
+    starttls: bool = False
+    username: str | None = None
+    password_file: str | None = None
+    from_: str = Field(default="XiTrust Servicedesk <servicedesk@xitrust.com>", alias="from")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class SecuritySettings(_Section):
+    secret_key: str | None = None
+    agent_domains: tuple[str, ...] = ("xitrust.com",)
+    trusted_authserv_id: str = ""
+    max_auto_mails_per_hour: int = Field(default=10, ge=0)
+
+
+class LimitsSettings(_Section):
+    """Budgets that bound the work one hostile message can cause."""
+
+    max_parts: int = Field(default=500, gt=0)
+    max_depth: int = Field(default=30, gt=0)
+    max_attachment_size: int = Field(default=26_214_400, gt=0)
+    max_text_chars: int = Field(default=1_000_000, gt=0)
+
+
+class WorkerSettings(_Section):
+    parse_processes: int = Field(default=0, ge=0)  # 0: one per CPU core
+    batch_size: int = Field(default=50, gt=0)
+    claim_timeout_seconds: int = Field(default=600, gt=0)
+
+
+class Settings(BaseSettings):
+    """The whole effective configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GATEWAY__",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        case_sensitive=False,
+    )
+
+    desk: DeskSettings = DeskSettings()
+    routing: dict[str, RequestType] = Field(
+        default_factory=lambda: {"servicedesk@xitrust.com": RequestType.other}
+    )
+    database: DatabaseSettings = DatabaseSettings()
+    storage: StorageSettings = StorageSettings()
+    smtp: SmtpSettings = SmtpSettings()
+    imap: list[ImapSettings] = Field(default_factory=list)
+    outbound: OutboundSettings = OutboundSettings()
+    security: SecuritySettings = SecuritySettings()
+    limits: LimitsSettings = LimitsSettings()
+    workers: WorkerSettings = WorkerSettings()
+
+    @field_validator("routing")
+    @classmethod
+    def _norm_routing(cls, v: dict[str, RequestType]) -> dict[str, RequestType]:
+        return {normalize_address(k): t for k, t in v.items()}
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment beats the file (the file arrives as init kwargs).
+        return (env_settings, init_settings)
+
+    # -- derived values -------------------------------------------------
+    def desk_addresses(self) -> frozenset[str]:
+        """Every address that belongs to the desk itself (loop protection)."""
+        return frozenset(self.desk.addresses) | frozenset(self.routing)
+
+    def request_type_for(self, recipient: str | None) -> RequestType:
+        if recipient:
+            rt = self.routing.get(normalize_address(recipient))
+            if rt is not None:
+                return rt
+        return RequestType.other
+
+    def masked(self) -> dict[str, Any]:
+        """The effective config as a dict with secrets masked."""
+        data = self.model_dump(mode="json", by_alias=True)
+        sec = data.get("security", {})
+        if sec.get("secret_key"):
+            sec["secret_key"] = "********"
+        db = data.get("database", {})
+        db["url"] = _mask_url(db.get("url", ""))
+        return data
+
+
+def _mask_url(url: str) -> str:
+    """Hide the password in ``scheme://user:password@host/...``."""
+    if "://" not in url or "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    cred, host = rest.rsplit("@", 1)
+    if ":" in cred:
+        cred = cred.split(":", 1)[0] + ":********"
+    return f"{scheme}://{cred}@{host}"
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Read the TOML file (``path``, else ``$GATEWAY_CONFIG``, else none) and
+    the environment. Raises ConfigError with one line naming the key."""
+    path = path or os.environ.get("GATEWAY_CONFIG") or None
+    data: dict[str, Any] = {}
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: invalid TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"config file {path}: {exc.strerror}") from None
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        raise ConfigError(f"invalid config key {key}: {err['msg']}") from None
+
+
+def state_path(settings: Settings, relative: str) -> Path:
+    """Resolve a configured path; relative ones are relative to the working
+    directory (the README's laptop run uses ``./var``)."""
+    return Path(relative).expanduser()

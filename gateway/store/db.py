@@ -1,0 +1,111 @@
+"""Engine and transactions. SQLite runs in WAL mode with durable commits
+(``synchronous=FULL``), a busy timeout and write transactions that take the
+write lock up front (``BEGIN IMMEDIATE``) so two writers never deadlock on a
+lock upgrade. PostgreSQL needs none of that. Database trouble that may pass
+is turned into ``TemporaryFailure`` here, once, for every caller."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.pool import NullPool
+from sqlmodel import Session
+
+from gateway.domain import TemporaryFailure
+
+
+def is_sqlite(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def make_engine(url: str, busy_timeout_ms: int = 5000) -> Engine:
+    """Create the engine; for a file-based SQLite, create its directory."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        db = parsed.database
+        if db and db != ":memory:":
+            Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url,
+            connect_args={"timeout": busy_timeout_ms / 1000, "check_same_thread": False},
+            # A pool of per-thread connections would keep WAL readers open
+            # across processes; NullPool is simple and the connect is cheap.
+            poolclass=NullPool,
+        )
+        _install_sqlite_pragmas(engine, busy_timeout_ms)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+def _install_sqlite_pragmas(engine: Engine, busy_timeout_ms: int) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not pysqlite, emit BEGIN (pysqlite's implicit
+        # transactions would defeat BEGIN IMMEDIATE).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Database locked/busy, connection refused or lost, disk full."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
+        return True
+    if isinstance(exc, OperationalError):
+        return True  # locked, busy, connection refused/lost, disk I/O, full
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+@contextlib.contextmanager
+def transaction(engine: Engine) -> Iterator[Session]:
+    """One write transaction: commit on success, roll back on error; transient
+    database errors surface as ``TemporaryFailure``."""
+    try:
+        with Session(engine, expire_on_commit=False) as session, session.begin():
+            yield session
+    except TemporaryFailure:
+        raise
+    except Exception as exc:
+        if is_transient(exc):
+            raise TemporaryFailure(_short_reason(exc)) from exc
+        raise
+
+
+@contextlib.contextmanager
+def reading(engine: Engine) -> Iterator[Session]:
+    """A session for queries (CLI listings)."""
+    try:
+        with Session(engine, expire_on_commit=False) as session:
+            yield session
+    except Exception as exc:
+        if is_transient(exc):
+            raise TemporaryFailure(_short_reason(exc)) from exc
+        raise
+
+
+def _short_reason(exc: BaseException) -> str:
+    """A one-line reason without SQL or internal paths."""
+    text = str(getattr(exc, "orig", None) or exc).splitlines()[0] if str(exc) else type(exc).__name__
+    lowered = text.lower()
+    if "locked" in lowered or "busy" in lowered:
+        return "database is busy"
+    if "full" in lowered or isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return "disk full"
+    if "connect" in lowered or "server closed" in lowered or "terminat" in lowered:
+        return "database unavailable"
+    return "database error"

@@ -1,0 +1,216 @@
+"""SQLModel tables for the concepts of SPEC §2. Names match the spec; the
+Alembic migrations in ``store/migrations`` create exactly these tables."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, Index, LargeBinary, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def as_utc(value: dt.datetime) -> dt.datetime:
+    """SQLite hands timestamps back naive; they were written as UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+class Organization(SQLModel, table=True):
+    __tablename__ = "organization"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, max_length=200)
+    share_by_default: bool = False
+    created_at: dt.datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class OrganizationDomain(SQLModel, table=True):
+    __tablename__ = "organization_domain"
+
+    domain: str = Field(primary_key=True, max_length=255)
+    organization_id: int = Field(foreign_key="organization.id", index=True)
+
+
+class Account(SQLModel, table=True):
+    __tablename__ = "account"
+
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(unique=True, max_length=320)  # normalised, lower case
+    name: str = Field(default="", max_length=200)
+    state: str = Field(default="unverified", max_length=20)
+    role: str = Field(default="customer", max_length=20)
+    organization_id: int | None = Field(default=None, foreign_key="organization.id", index=True)
+    locale: str | None = Field(default=None, max_length=5)
+    password_hash: str | None = None
+    is_robot: bool = False  # bounced / automated addresses: never mailed
+    bounced_at: dt.datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    created_at: dt.datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class Ticket(SQLModel, table=True):
+    __tablename__ = "ticket"
+
+    id: int | None = Field(default=None, primary_key=True)
+    number: int = Field(unique=True)
+    key: str = Field(unique=True, max_length=30)
+    request_type: str = Field(max_length=40)
+    summary: str = Field(max_length=500)
+    description: str = ""
+    status: str = Field(default="waiting_for_support", max_length=30, index=True)
+    priority: str = Field(default="medium", max_length=20)
+    reporter_id: int = Field(foreign_key="account.id", index=True)
+    organization_id: int | None = Field(default=None, foreign_key="organization.id", index=True)
+    fields: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    message_id: str | None = Field(default=None, max_length=998)
+    linked_key: str | None = Field(default=None, max_length=30)  # reply to a closed ticket
+    source_mail_id: int | None = Field(default=None, foreign_key="inbound_mail.id")
+    created_at: dt.datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    updated_at: dt.datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class TicketParticipant(SQLModel, table=True):
+    __tablename__ = "ticket_participant"
+
+    ticket_id: int = Field(foreign_key="ticket.id", primary_key=True)
+    account_id: int = Field(foreign_key="account.id", primary_key=True, index=True)
+
+
+class TicketCounter(SQLModel, table=True):
+    """One row per prefix; ``UPDATE … RETURNING`` hands out numbers without a
+    race between workers or processes."""
+
+    __tablename__ = "ticket_counter"
+
+    prefix: str = Field(primary_key=True, max_length=10)
+    value: int = 0
+
+
+class Comment(SQLModel, table=True):
+    __tablename__ = "comment"
+
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int = Field(foreign_key="ticket.id", index=True)
+    author_id: int = Field(foreign_key="account.id")
+    body: str = ""
+    public: bool = True
+    source: str = Field(default="email", max_length=20)
+    message_id: str | None = Field(default=None, max_length=998)
+    inbound_mail_id: int | None = Field(default=None, foreign_key="inbound_mail.id")
+    created_at: dt.datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class Attachment(SQLModel, table=True):
+    __tablename__ = "attachment"
+    __table_args__ = (Index("ix_attachment_ticket_sha", "ticket_id", "sha256"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int = Field(foreign_key="ticket.id")
+    comment_id: int | None = Field(default=None, foreign_key="comment.id", index=True)
+    filename: str = Field(max_length=255)
+    content_type: str = Field(max_length=255)
+    size: int
+    sha256: str = Field(max_length=64)
+    content_id: str | None = Field(default=None, max_length=998)
+    inline: bool = False
+    created_at: dt.datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class InboundMail(SQLModel, table=True):
+    """The spool and the mail log: every accepted message."""
+
+    __tablename__ = "inbound_mail"
+    __table_args__ = (Index("ix_inbound_mail_status_id", "status", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    received_at: dt.datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    source: str = Field(max_length=20)  # smtp, lmtp, imap, ingest
+    envelope_from: str | None = Field(default=None, max_length=320)
+    recipient: str | None = Field(default=None, max_length=320)
+    trusted: bool = False
+    raw_sha256: str = Field(max_length=64)
+    raw_size: int
+    message_id: str | None = Field(default=None, max_length=998, index=True)
+    from_addr: str | None = Field(default=None, max_length=320)
+    subject: str | None = Field(default=None, max_length=998)
+    status: str = Field(default="queued", max_length=20)
+    disposition: str | None = Field(default=None, max_length=500)
+    ticket_id: int | None = Field(default=None, foreign_key="ticket.id", index=True)
+    error: str | None = None
+    attempts: int = 0
+    claimed_by: str | None = Field(default=None, max_length=100)
+    claimed_at: dt.datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    processed_at: dt.datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
+class ProcessedKey(SQLModel, table=True):
+    """One row per message that had an effect; its primary key makes a second
+    copy of the same message (same Message-ID, sender and content) a no-op
+    even when two workers process both copies at once."""
+
+    __tablename__ = "processed_key"
+
+    key: str = Field(primary_key=True, max_length=64)
+    inbound_mail_id: int = Field(foreign_key="inbound_mail.id")
+
+
+class MessageRef(SQLModel, table=True):
+    """Every Message-ID the desk knows (inbound and outbound) and its ticket:
+    what In-Reply-To / References are looked up in."""
+
+    __tablename__ = "message_ref"
+
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: str = Field(max_length=998, index=True)
+    ticket_id: int = Field(foreign_key="ticket.id")
+    direction: str = Field(default="inbound", max_length=10)
+
+
+class OutboundMail(SQLModel, table=True):
+    """The outbox: every mail the gateway sends (queued by ``notify``)."""
+
+    __tablename__ = "outbound_mail"
+    __table_args__ = (Index("ix_outbound_mail_status_due", "status", "next_attempt_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    created_at: dt.datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    to_addr: str = Field(max_length=320, index=True)
+    template: str = Field(max_length=60)
+    locale: str = Field(default="de", max_length=5)
+    subject: str | None = Field(default=None, max_length=998)
+    message_id: str | None = Field(default=None, max_length=998, index=True)
+    ticket_id: int | None = Field(default=None, foreign_key="ticket.id", index=True)
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    automatic: bool = True
+    status: str = Field(default="queued", max_length=20)
+    attempts: int = 0
+    last_error: str | None = None
+    next_attempt_at: dt.datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    sent_at: dt.datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
+class Blob(SQLModel, table=True):
+    """Blob bytes when ``storage.blobs = "database"``."""
+
+    __tablename__ = "blob"
+
+    sha256: str = Field(primary_key=True, max_length=64)
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class SignupToken(SQLModel, table=True):
+    """Single-use tokens; only their SHA-256 is stored."""
+
+    __tablename__ = "signup_token"
+    __table_args__ = (UniqueConstraint("token_sha256"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    token_sha256: str = Field(max_length=64)
+    account_id: int = Field(foreign_key="account.id", index=True)
+    purpose: str = Field(max_length=30)
+    created_at: dt.datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    expires_at: dt.datetime = Field(sa_type=DateTime(timezone=True))
+    used_at: dt.datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
