@@ -1,0 +1,126 @@
+"""Write side of the operator surface: the actions behind ``org create``,
+``org add-member``, ``ticket transition`` and ``outbox retry``. Each takes
+the caller's session (opened with ``store.db.transaction``) and raises
+``AdminError`` for a refusal or ``views.NotFound`` for an unknown name."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from gateway.domain import AccountState, OutboxStatus, TicketStatus, normalize_address
+from gateway.settings import FREE_MAIL_DOMAINS
+from gateway.store.models import Account, Organization, OrganizationDomain, OutboundMail, Ticket, utcnow
+from gateway.views import NotFound, find_org, get_org, get_ticket
+
+_DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$")
+_EMAIL_RE = re.compile(r"^[^@\s<>()\[\],;:\"]+@[^@\s<>()\[\],;:\"]+$")
+
+
+class AdminError(Exception):
+    """An operator action was refused; the message says why (CLI exit 1)."""
+
+
+def normalize_domain(domain: str) -> str:
+    """``@Bauwerk-AG.de.`` -> ``bauwerk-ag.de``; AdminError if not a domain.
+    Kept in the form given (not punycode): it is compared with the domain
+    part of normalised sender addresses."""
+    norm = domain.strip().lstrip("@").rstrip(".").lower()
+    try:
+        ascii_form = norm.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise AdminError(f"not a mail domain: {domain!r}") from None
+    if not _DOMAIN_RE.match(ascii_form):
+        raise AdminError(f"not a mail domain: {domain!r}")
+    return norm
+
+
+def create_org(
+    session: Session, name: str, domains: Iterable[str], share_by_default: bool = False
+) -> Organization:
+    """Create an organization owning ``domains``. Refuses free-mail domains,
+    domains another organization owns and a name already taken."""
+    name = " ".join(name.split())
+    if not name:
+        raise AdminError("an organization needs a name")
+    if find_org(session, name) is not None:
+        raise AdminError(f"organization {name!r} already exists")
+    wanted = sorted({normalize_domain(d) for d in domains})
+    for domain in wanted:
+        if domain in FREE_MAIL_DOMAINS:
+            raise AdminError(f"{domain} is a free-mail domain and cannot belong to an organization")
+    if wanted:
+        taken = session.exec(
+            select(OrganizationDomain.domain, Organization.name)
+            .join(Organization, col(Organization.id) == col(OrganizationDomain.organization_id))
+            .where(col(OrganizationDomain.domain).in_(wanted))
+        ).first()
+        if taken is not None:
+            raise AdminError(f"domain {taken[0]} already belongs to organization {taken[1]!r}")
+    org = Organization(name=name, share_by_default=share_by_default)
+    session.add(org)
+    try:
+        session.flush()
+        assert org.id is not None
+        for domain in wanted:
+            session.add(OrganizationDomain(domain=domain, organization_id=org.id))
+        session.flush()
+    except IntegrityError:
+        # Another operator won a race for the name or a domain.
+        raise AdminError(f"organization {name!r} or one of its domains already exists") from None
+    return org
+
+
+def add_member(session: Session, org_name: str, email: str) -> tuple[Account, bool]:
+    """Put the account for ``email`` into the organization, creating an
+    ``unverified`` account when none exists. Returns (account, created)."""
+    org = get_org(session, org_name)
+    address = normalize_address(email)
+    if not _EMAIL_RE.match(address):
+        raise AdminError(f"not an e-mail address: {email!r}")
+    account = session.exec(select(Account).where(Account.email == address)).first()
+    created = account is None
+    if account is None:
+        account = Account(email=address, state=AccountState.unverified.value)
+    account.organization_id = org.id
+    session.add(account)
+    try:
+        session.flush()
+    except IntegrityError:
+        raise AdminError(f"account {address} was created concurrently; try again") from None
+    return account, created
+
+
+def transition_ticket(session: Session, key: str, status: str) -> tuple[Ticket, str]:
+    """Set a ticket's status; returns (ticket, previous status)."""
+    try:
+        new = TicketStatus(status.strip().lower())
+    except ValueError:
+        allowed = ", ".join(s.value for s in TicketStatus)
+        raise AdminError(f"unknown ticket status {status!r} (one of: {allowed})") from None
+    ticket = get_ticket(session, key)
+    previous = ticket.status
+    if previous != new.value:
+        ticket.status = new.value
+        ticket.updated_at = utcnow()
+        session.add(ticket)
+        session.flush()
+    return ticket, previous
+
+
+def retry_outbox(session: Session, outbound_id: int) -> OutboundMail:
+    """Queue an outbound mail for an immediate new attempt, keeping its
+    attempt count. A mail already sent is not sent twice."""
+    out = session.get(OutboundMail, outbound_id, with_for_update=True)
+    if out is None:
+        raise NotFound(f"outbound mail {outbound_id} not found")
+    if out.status == OutboxStatus.sent.value:
+        raise AdminError(f"outbound mail {outbound_id} was already sent")
+    out.status = OutboxStatus.queued.value
+    out.next_attempt_at = utcnow()
+    session.add(out)
+    session.flush()
+    return out

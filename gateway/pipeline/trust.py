@@ -1,0 +1,137 @@
+"""Is the From address vouched for by our own MTA? Agent privileges by mail
+need a DMARC pass, or an aligned DKIM pass, in an ``Authentication-Results``
+header (RFC 8601) written by ``security.trusted_authserv_id`` (SPEC §3
+"Agents").
+
+Anyone can put Authentication-Results headers into a message, so only
+headers carrying exactly the configured authserv-id count; the operator's MTA
+must strip incoming ones with that id (Postfix/OpenDMARC and Exchange do).
+"""
+
+from __future__ import annotations
+
+import re
+
+from gateway.domain import ParsedMail, normalize_address
+
+# Headers this stage reads; the parser must keep every value.
+TRUST_HEADERS = frozenset({"authentication-results"})
+
+# A property value ends at whitespace or ";" unless quoted; comments are gone
+# by the time this runs.
+_TOKEN = re.compile(r'(?:[^\s"]+|"(?:[^"\\]|\\.)*")+')
+_QUOTED_PAIR = re.compile(r"\\(.)")
+
+
+def authenticated_by(mail: ParsedMail, authserv_id: str) -> bool:
+    """True when an Authentication-Results header from ``authserv_id``
+    reports ``dmarc=pass`` for the From domain, or ``dkim=pass`` for a
+    signing domain equal to or a parent of it. ``authserv_id`` "" never
+    trusts anything."""
+    wanted = authserv_id.strip().lower()
+    if not wanted:
+        return False
+    if "@" not in mail.from_addr:
+        return False
+    from_domain = _domain(mail.from_addr)
+    for header in mail.headers.get("authentication-results", ()):
+        statements = _statements(header)
+        head = statements[0].split()  # authserv-id [version]
+        if not head or _unquote(head[0]) != wanted:
+            continue
+        for statement in statements[1:]:
+            if _passes(statement, from_domain):
+                return True
+    return False
+
+
+def _passes(statement: str, from_domain: str) -> bool:
+    """One ``method=result prop=value ...`` result of the header."""
+    tokens = _TOKEN.findall(statement)
+    if not tokens:
+        return False
+    method, _, result = tokens[0].partition("=")
+    method = method.split("/", 1)[0].lower()  # "dkim/1=pass": a method version
+    if _unquote(result) != "pass":
+        return False
+    props: dict[str, str] = {}
+    for token in tokens[1:]:
+        name, sep, value = token.partition("=")
+        if sep:
+            props.setdefault(name.lower(), _unquote(value))
+    if method == "dmarc":
+        # header.from is the domain DMARC evaluated; when present it must be
+        # ours, so a message with two From headers cannot borrow a pass.
+        evaluated = props.get("header.from")
+        return evaluated is None or _domain(evaluated) == from_domain
+    if method == "dkim":
+        signer = props.get("header.d") or _domain(props.get("header.i", ""))
+        return _aligned(signer, from_domain)
+    return False
+
+
+def _aligned(signer: str, from_domain: str) -> bool:
+    signer = signer.strip(".")
+    # A signing domain without a dot would be a TLD: never a real signer,
+    # and "parent of" must not make it cover every domain below it.
+    if "." not in signer:
+        return False
+    return from_domain == signer or from_domain.endswith("." + signer)
+
+
+def _statements(header: str) -> list[str]:
+    """The header split at top-level ``;``, with (nested) comments removed
+    and quoted strings kept intact."""
+    statements: list[str] = []
+    current: list[str] = []
+    depth = 0
+    quoted = False
+    escaped = False
+    for ch in header:
+        if escaped:
+            escaped = False
+            if depth == 0:
+                current.append(ch)
+            continue
+        if ch == "\\" and (quoted or depth):
+            escaped = True
+            if depth == 0:
+                current.append(ch)
+            continue
+        if depth:
+            if ch == "(":
+                depth += 1
+            elif ch == ")":
+                depth -= 1
+            continue
+        if quoted:
+            if ch == '"':
+                quoted = False
+            current.append(ch)
+        elif ch == '"':
+            quoted = True
+            current.append(ch)
+        elif ch == "(":
+            depth = 1
+            current.append(" ")
+        elif ch == ";":
+            statements.append("".join(current).strip())
+            current = []
+        else:
+            current.append(ch)
+    statements.append("".join(current).strip())
+    return statements
+
+
+def _unquote(value: str) -> str:
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        value = _QUOTED_PAIR.sub(r"\1", value[1:-1])
+    return value.lower()
+
+
+def _domain(addr: str) -> str:
+    """Domain part of an address, or the value itself when it is a bare
+    domain (``header.from=example.com``); ``@example.com`` works too."""
+    addr = normalize_address(addr)
+    return addr.rpartition("@")[2].strip(".")

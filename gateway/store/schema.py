@@ -1,0 +1,128 @@
+"""The database schema's version: run the Alembic migrations in
+``store/migrations`` programmatically (no ``alembic.ini``; the migrations
+ship inside the wheel and are found next to this file) and tell whether a
+database is up to date.
+
+Making a migration after changing ``store/models.py``::
+
+    . .venv/bin/activate
+    python -m gateway.store.schema revision -m "add ticket.due_at"
+
+This upgrades a scratch SQLite database to the current head, autogenerates
+the difference to the models into ``migrations/versions/NNNN_<slug>.py``
+(next sequential id, batch ops so SQLite can ALTER) and prints the path.
+Review it by hand (server defaults, data migrations, renames show up as
+drop + add), then run ``pytest tests/integration/test_schema.py`` which
+proves the migrated schema equals the models on SQLite and PostgreSQL.
+``--url postgresql+psycopg://…`` autogenerates against a database of your
+choice instead (it must be at head).
+
+While the initial schema is still in flux (nothing deployed yet), rebuild
+``0001_initial.py`` from the models instead: ``scripts/regen_initial_migration.sh``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def _config(connection: Connection | None = None, **attributes: object) -> Config:
+    cfg = Config()
+    # Config values go through configparser interpolation: escape '%'.
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+    cfg.set_main_option("path_separator", "os")
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    cfg.attributes.update(attributes)
+    return cfg
+
+
+def _script() -> ScriptDirectory:
+    return ScriptDirectory.from_config(_config())
+
+
+def head_revisions() -> set[str]:
+    """The revisions the code expects (normally exactly one)."""
+    return set(_script().get_heads())
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Create or migrate the schema to ``revision`` in one transaction.
+
+    On SQLite the engine's ``BEGIN IMMEDIATE`` hook makes the migration
+    transaction take the write lock up front, so concurrent upgrades
+    serialise; foreign keys are switched off for the migration (table
+    rebuilds of batch mode) and checked before commit (see env.py).
+    On PostgreSQL an advisory lock serialises concurrent upgrades."""
+    with engine.connect() as conn:
+        command.upgrade(_config(conn), revision)
+        if conn.in_transaction():  # alembic commits its own; anything left is ours
+            conn.commit()
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The database's revision; None for an empty (unmigrated) database."""
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def is_up_to_date(engine: Engine) -> bool:
+    """True when the database is at the head revision(s) of the code."""
+    with engine.connect() as conn:
+        current = set(MigrationContext.configure(conn).get_current_heads())
+    return current == head_revisions()
+
+
+def make_revision(engine: Engine, message: str, rev_id: str | None = None) -> Path:
+    """Autogenerate a migration from the difference between the database
+    behind ``engine`` (which must be at head) and the models. Returns the
+    new file."""
+    script = _script()
+    existing = list(script.walk_revisions())
+    rev_id = rev_id or f"{len(existing) + 1:04d}"
+    with engine.connect() as conn:
+        cfg = _config(conn)
+        result = command.revision(cfg, message=message, autogenerate=True, rev_id=rev_id)
+    scripts = result if isinstance(result, list) else [result]
+    return Path(scripts[0].path) if scripts and scripts[0] is not None else MIGRATIONS_DIR
+
+
+def _main(argv: list[str] | None = None) -> int:
+    from gateway.store.db import make_engine
+
+    parser = argparse.ArgumentParser(prog="python -m gateway.store.schema")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    rev = sub.add_parser("revision", help="autogenerate a migration from the models")
+    rev.add_argument("-m", "--message", required=True)
+    rev.add_argument("--rev-id", default=None, help="default: next sequential number (0002, …)")
+    rev.add_argument("--url", default=None, help="database to diff against (default: scratch SQLite)")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = make_engine(args.url or f"sqlite:///{tmp}/scratch.db")
+        try:
+            if args.url is None and head_revisions():
+                upgrade(engine)
+            elif not is_up_to_date(engine):
+                print("error: the database is not at head; run the upgrade first", file=sys.stderr)
+                return 1
+            path = make_revision(engine, args.message, args.rev_id)
+        finally:
+            engine.dispose()
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

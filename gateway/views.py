@@ -1,0 +1,337 @@
+"""Read side of the operator surface: the queries behind the ``list`` and
+``show`` commands and their JSON shapes (SPEC §4). Free of argparse so tests
+and a later HTTP API can reuse them. List queries join or prefetch; none runs
+one query per row."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from typing import Any
+
+from sqlalchemy import func
+from sqlalchemy.orm import defer
+from sqlmodel import Session, col, select
+
+from gateway.domain import normalize_address
+from gateway.store.models import (
+    Account,
+    Attachment,
+    Comment,
+    InboundMail,
+    Organization,
+    OrganizationDomain,
+    OutboundMail,
+    Ticket,
+    TicketParticipant,
+    as_utc,
+)
+
+JsonDict = dict[str, Any]
+
+
+class NotFound(LookupError):
+    """An operator named something that does not exist (CLI exit 1)."""
+
+
+def iso(value: dt.datetime | None) -> str | None:
+    """ISO-8601 in UTC with ``+00:00``; SQLite returns naive UTC values and
+    PostgreSQL aware ones in the session time zone."""
+    if value is None:
+        return None
+    return as_utc(value).astimezone(dt.UTC).isoformat()
+
+
+# -- lookups ------------------------------------------------------------
+
+
+def normalize_ticket_key(key: str) -> str:
+    return key.strip().upper()
+
+
+def get_ticket(session: Session, key: str) -> Ticket:
+    ticket = session.exec(select(Ticket).where(Ticket.key == normalize_ticket_key(key))).first()
+    if ticket is None:
+        raise NotFound(f"ticket {key.strip()} not found")
+    return ticket
+
+
+def get_account(session: Session, email: str) -> Account:
+    account = session.exec(select(Account).where(Account.email == normalize_address(email))).first()
+    if account is None:
+        raise NotFound(f"account {email.strip()} not found")
+    return account
+
+
+def find_org(session: Session, name: str) -> Organization | None:
+    """By exact name, else by a unique case-insensitive match."""
+    name = name.strip()
+    org = session.exec(select(Organization).where(Organization.name == name)).first()
+    if org is not None:
+        return org
+    matches = session.exec(
+        select(Organization).where(func.lower(Organization.name) == name.lower())
+    ).all()
+    return matches[0] if len(matches) == 1 else None
+
+
+def get_org(session: Session, name: str) -> Organization:
+    org = find_org(session, name)
+    if org is None:
+        raise NotFound(f"organization {name.strip()!r} not found")
+    return org
+
+
+def get_mail(session: Session, mail_id: int) -> InboundMail:
+    mail = session.get(InboundMail, mail_id)
+    if mail is None:
+        raise NotFound(f"mail {mail_id} not found")
+    return mail
+
+
+def missing_mail_ids(session: Session, mail_ids: list[int]) -> list[int]:
+    """The ids among ``mail_ids`` that no inbound mail has."""
+    found = set(session.exec(select(InboundMail.id).where(col(InboundMail.id).in_(mail_ids))).all())
+    return [i for i in mail_ids if i not in found]
+
+
+# -- tickets ------------------------------------------------------------
+
+
+def _attachment_json(att: Attachment) -> JsonDict:
+    return {
+        "filename": att.filename,
+        "content_type": att.content_type,
+        "size": att.size,
+        "sha256": att.sha256,
+    }
+
+
+def ticket_json(session: Session, ticket: Ticket) -> JsonDict:
+    """The document of ``ticket show KEY --json`` (SPEC §4)."""
+    reporter = session.get(Account, ticket.reporter_id)
+    org = session.get(Organization, ticket.organization_id) if ticket.organization_id else None
+    participants = session.exec(
+        select(Account.email)
+        .join(TicketParticipant, col(TicketParticipant.account_id) == col(Account.id))
+        .where(TicketParticipant.ticket_id == ticket.id)
+        .order_by(col(Account.email))
+    ).all()
+
+    attachments = session.exec(
+        select(Attachment).where(Attachment.ticket_id == ticket.id).order_by(col(Attachment.id))
+    ).all()
+    by_comment: dict[int | None, list[JsonDict]] = defaultdict(list)
+    for att in attachments:
+        by_comment[att.comment_id].append(_attachment_json(att))
+
+    rows = session.exec(
+        select(Comment, Account.email)
+        .join(Account, col(Account.id) == col(Comment.author_id))
+        .where(Comment.ticket_id == ticket.id)
+        .order_by(col(Comment.created_at), col(Comment.id))
+    ).all()
+    comments = [
+        {
+            "author": email,
+            "body": comment.body,
+            "public": comment.public,
+            "created_at": iso(comment.created_at),
+            "message_id": comment.message_id,
+            "attachments": by_comment.get(comment.id, []),
+        }
+        for comment, email in rows
+    ]
+    return {
+        "key": ticket.key,
+        "summary": ticket.summary,
+        "description": ticket.description,
+        "request_type": ticket.request_type,
+        "status": ticket.status,
+        "priority": ticket.priority,
+        "reporter": reporter.email if reporter else None,
+        "organization": org.name if org else None,
+        "participants": list(participants),
+        "fields": dict(ticket.fields or {}),
+        "message_id": ticket.message_id,
+        "linked_key": ticket.linked_key,
+        "created_at": iso(ticket.created_at),
+        "updated_at": iso(ticket.updated_at),
+        "attachments": by_comment.get(None, []),
+        "comments": comments,
+    }
+
+
+def ticket_list(
+    session: Session,
+    status: str | None = None,
+    org: str | None = None,
+    reporter: str | None = None,
+) -> list[JsonDict]:
+    """Tickets in key order, optionally filtered; unknown org or reporter
+    raise NotFound rather than silently listing nothing."""
+    stmt = (
+        select(Ticket, Account.email, Organization.name)
+        .join(Account, col(Account.id) == col(Ticket.reporter_id))
+        .outerjoin(Organization, col(Organization.id) == col(Ticket.organization_id))
+        .options(defer(Ticket.description), defer(Ticket.fields))  # type: ignore[arg-type]
+        .order_by(col(Ticket.number))
+    )
+    if status:
+        stmt = stmt.where(Ticket.status == status)
+    if org:
+        stmt = stmt.where(Ticket.organization_id == get_org(session, org).id)
+    if reporter:
+        stmt = stmt.where(Ticket.reporter_id == get_account(session, reporter).id)
+    return [
+        {
+            "key": ticket.key,
+            "summary": ticket.summary,
+            "status": ticket.status,
+            "priority": ticket.priority,
+            "request_type": ticket.request_type,
+            "reporter": email,
+            "organization": org_name,
+            "created_at": iso(ticket.created_at),
+            "updated_at": iso(ticket.updated_at),
+        }
+        for ticket, email, org_name in session.exec(stmt)
+    ]
+
+
+# -- inbound mail -------------------------------------------------------
+
+
+def mail_json(mail: InboundMail, ticket_key: str | None) -> JsonDict:
+    """One entry of ``mail list --json``."""
+    return {
+        "id": mail.id,
+        "received_at": iso(mail.received_at),
+        "source": mail.source,
+        "message_id": mail.message_id,
+        "from": mail.from_addr,
+        "status": mail.status,
+        "disposition": mail.disposition,
+        "ticket": ticket_key,
+        "error": mail.error,
+    }
+
+
+def mail_list(session: Session, status: str | None = None) -> list[JsonDict]:
+    stmt = (
+        select(InboundMail, Ticket.key)
+        .outerjoin(Ticket, col(Ticket.id) == col(InboundMail.ticket_id))
+        .order_by(col(InboundMail.id))
+    )
+    if status:
+        stmt = stmt.where(InboundMail.status == status)
+    return [mail_json(mail, key) for mail, key in session.exec(stmt)]
+
+
+def mail_detail(session: Session, mail: InboundMail) -> JsonDict:
+    """``mail show``: the list entry plus the envelope and spool details."""
+    key = None
+    if mail.ticket_id is not None:
+        ticket = session.get(Ticket, mail.ticket_id)
+        key = ticket.key if ticket else None
+    data = mail_json(mail, key)
+    data.update(
+        {
+            "subject": mail.subject,
+            "envelope_from": mail.envelope_from,
+            "recipient": mail.recipient,
+            "trusted": mail.trusted,
+            "raw_size": mail.raw_size,
+            "raw_sha256": mail.raw_sha256,
+            "attempts": mail.attempts,
+            "processed_at": iso(mail.processed_at),
+        }
+    )
+    return data
+
+
+# -- organizations and accounts -----------------------------------------
+
+
+def org_list(session: Session) -> list[JsonDict]:
+    orgs = session.exec(select(Organization).order_by(col(Organization.name))).all()
+    domains: dict[int, list[str]] = defaultdict(list)
+    for dom in session.exec(select(OrganizationDomain)):
+        domains[dom.organization_id].append(dom.domain)
+    counts: dict[int | None, int] = {
+        org_id: n
+        for org_id, n in session.exec(
+            select(Account.organization_id, func.count())
+            .where(col(Account.organization_id).is_not(None))
+            .group_by(col(Account.organization_id))
+        )
+    }
+    return [
+        {
+            "name": org.name,
+            "domains": sorted(domains.get(org.id or 0, [])),
+            "share_by_default": org.share_by_default,
+            "members": counts.get(org.id, 0),
+        }
+        for org in orgs
+    ]
+
+
+def _account_json(account: Account, org_name: str | None) -> JsonDict:
+    return {
+        "email": account.email,
+        "name": account.name,
+        "state": account.state,
+        "role": account.role,
+        "organization": org_name,
+        "locale": account.locale,
+        "created_at": iso(account.created_at),
+    }
+
+
+def account_list(session: Session) -> list[JsonDict]:
+    rows = session.exec(
+        select(Account, Organization.name)
+        .outerjoin(Organization, col(Organization.id) == col(Account.organization_id))
+        .order_by(col(Account.email))
+    )
+    return [_account_json(account, org_name) for account, org_name in rows]
+
+
+def account_show(session: Session, email: str) -> JsonDict:
+    account = get_account(session, email)
+    org = session.get(Organization, account.organization_id) if account.organization_id else None
+    data = _account_json(account, org.name if org else None)
+    data["tickets"] = list(
+        session.exec(
+            select(Ticket.key).where(Ticket.reporter_id == account.id).order_by(col(Ticket.number))
+        ).all()
+    )
+    return data
+
+
+# -- outbox -------------------------------------------------------------
+
+
+def outbox_list(session: Session, status: str | None = None) -> list[JsonDict]:
+    stmt = (
+        select(OutboundMail, Ticket.key)
+        .outerjoin(Ticket, col(Ticket.id) == col(OutboundMail.ticket_id))
+        .order_by(col(OutboundMail.id))
+    )
+    if status:
+        stmt = stmt.where(OutboundMail.status == status)
+    return [
+        {
+            "id": out.id,
+            "to": out.to_addr,
+            "template": out.template,
+            "subject": out.subject,
+            "message_id": out.message_id,
+            "ticket": key,
+            "status": out.status,
+            "attempts": out.attempts,
+            "last_error": out.last_error,
+        }
+        for out, key in session.exec(stmt)
+    ]
