@@ -470,7 +470,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already printed
+        return exc.code if isinstance(exc.code, int) else EX_USAGE
     try:
         # Imported here: the composition root pulls in the whole daemon, and
         # even an import failure must end as one line, not a traceback.

@@ -66,6 +66,14 @@ class SmtpSettings(_Section):
     trusted: bool = False
     tls_cert: str | None = None
     tls_key: str | None = None
+    # Resource limits: one client (or a flood of them) cannot exhaust the
+    # daemon's sockets or memory.
+    max_connections: int = Field(default=100, gt=0)
+    max_connections_per_ip: int = Field(default=20, gt=0)
+    # RFC 5321 4.5.3.2 suggests minutes; command_timeout is the idle time
+    # allowed between commands, data_timeout bounds the whole DATA phase.
+    command_timeout: float = Field(default=300.0, gt=0)
+    data_timeout: float = Field(default=600.0, gt=0)
 
 
 class ImapSettings(_Section):

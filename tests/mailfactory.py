@@ -108,10 +108,14 @@ def _report(msg: EmailMessage) -> DeliveryReport | None:
                 failed.append(normalize_address(rcpt.rpartition(";")[2]))
                 status = status or str(block.get("status", "")).strip() or None
         elif ctype in ("message/rfc822", "text/rfc822-headers"):
+            inner: Message
             if ctype == "message/rfc822":
-                inner = part.get_payload()[0]
+                payload = part.get_payload()
+                assert isinstance(payload, list) and isinstance(payload[0], Message)
+                inner = payload[0]
             else:
                 inner = email.message_from_string(part.get_content(), policy=email.policy.default)
-            if inner.get("message-id"):
-                original = normalize_message_id(str(inner["message-id"]))
+            mid = inner.get("message-id")
+            if mid:
+                original = normalize_message_id(str(mid))
     return DeliveryReport(failed_recipients=tuple(failed), original_message_id=original, status=status)

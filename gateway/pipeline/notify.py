@@ -54,6 +54,7 @@ def queue(
     template: str,
     ticket: Ticket | None,
     data: dict[str, object],
+    cause_mail_id: int | None = None,
 ) -> OutboundMail | None:
     """Insert one outbox row unless the recipient's hourly cap is reached."""
     if not _mailable(account, settings):
@@ -67,6 +68,7 @@ def queue(
         template=template,
         locale=account.locale or settings.desk.default_locale,
         ticket_id=ticket.id if ticket else None,
+        cause_mail_id=cause_mail_id,
         data=data,
         automatic=True,
         status=OutboxStatus.queued,
@@ -93,26 +95,30 @@ def _audience(session: Session, ticket: Ticket) -> list[Account]:
     return sorted(accounts, key=lambda a: a.id or 0)
 
 
-def notify_created(session: Session, settings: Settings, applied: Applied, reporter: Account) -> list[OutboundMail]:
+def notify_created(
+    session: Session, settings: Settings, applied: Applied, reporter: Account, cause_mail_id: int | None = None
+) -> list[OutboundMail]:
     ticket = applied.ticket
     data: dict[str, object] = {"ticket_key": ticket.key}
     if reporter.state == AccountState.unverified:
         since = utcnow() - INVITATION_INTERVAL
         if _sent_since(session, reporter.email, since, "signup_invitation") == 0:
-            row = queue(session, settings, reporter, "signup_invitation", ticket, data)
+            row = queue(session, settings, reporter, "signup_invitation", ticket, data, cause_mail_id)
             return [row] if row else []
-    row = queue(session, settings, reporter, "request_created", ticket, data)
+    row = queue(session, settings, reporter, "request_created", ticket, data, cause_mail_id)
     return [row] if row else []
 
 
-def notify_commented(session: Session, settings: Settings, applied: Applied, author: Account) -> list[OutboundMail]:
+def notify_commented(
+    session: Session, settings: Settings, applied: Applied, author: Account, cause_mail_id: int | None = None
+) -> list[OutboundMail]:
     comment = applied.comment
     if comment is None or not comment.public:
         return []
     data: dict[str, object] = {"ticket_key": applied.ticket.key, "comment_id": comment.id}
     rows = []
     for account in _recipients(session, applied.ticket, exclude=[author]):
-        row = queue(session, settings, account, "comment_added", applied.ticket, data)
+        row = queue(session, settings, account, "comment_added", applied.ticket, data, cause_mail_id)
         if row:
             rows.append(row)
     return rows

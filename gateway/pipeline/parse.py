@@ -117,6 +117,7 @@ _EXTENSIONS = {
 }
 
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?]*)\?=")
+_BASE64_CHARS = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
 _MSGID = re.compile(r"<([^<>]+)>")
 _BARE_MSGID = re.compile(r"^[^\s<>@]+@[^\s<>@]+$")
@@ -293,6 +294,8 @@ def decode_encoded_words(value: str) -> str:
         try:
             if enc == "b":
                 payload = "".join(payload.split())
+                if not _BASE64_CHARS.match(payload):
+                    raise ValueError("not base64")
                 chunk = binascii.a2b_base64((payload + "=" * (-len(payload) % 4)).encode("ascii", "ignore"))
             else:
                 chunk = binascii.a2b_qp(payload.encode("utf-8"), header=True)
@@ -359,7 +362,7 @@ def _parse_date(value: str | None) -> dt.datetime | None:
     if parsed is None:
         return None
     if parsed.tzinfo is None:  # "-0000" means UTC with unknown local zone
-        parsed = parsed.replace(tzinfo=dt.timezone.utc)
+        parsed = parsed.replace(tzinfo=dt.UTC)
     return parsed
 
 
@@ -377,10 +380,8 @@ def sanitize_filename(name: str | None, index: int, content_type: str) -> str:
         return f"attachment-{index}{ext}"
     if len(clean) > 255:
         stem, dot, ext = clean.rpartition(".")
-        if dot and 0 < len(ext) <= 16:
-            clean = stem[: 255 - len(ext) - 1] + "." + ext
-        else:
-            clean = clean[:255]
+        keep_ext = bool(dot) and 0 < len(ext) <= 16
+        clean = stem[: 255 - len(ext) - 1] + "." + ext if keep_ext else clean[:255]
     return clean
 
 
@@ -406,8 +407,11 @@ def _unflow(text: str, delsp: bool) -> str:
 # HTML -> text
 # --------------------------------------------------------------------------
 _BLOCK_TAGS = frozenset(
-    "address article aside center dd div dl dt fieldset figure footer form h1 h2 h3 h4 h5 h6 "
-    "header hr li main nav ol p pre section table tbody thead tfoot tr ul".split()
+    {
+        "address", "article", "aside", "center", "dd", "div", "dl", "dt", "fieldset", "figure",
+        "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "li", "main", "nav",
+        "ol", "p", "pre", "section", "table", "tbody", "thead", "tfoot", "tr", "ul",
+    }
 )
 _SKIP_TAGS = frozenset({"script", "style", "head", "title", "template", "noscript", "xml"})
 _SPACES = re.compile(r"[ \t\r\n\f\v]+")
@@ -571,27 +575,23 @@ class _Builder:
         plain text."""
         body = part.get_payload()
         text = body if isinstance(body, str) else ""
-        m = re.search(r"^--([^\s]{1,200})[ \t]*$", text, re.MULTILINE)
+        m = re.search(r"^--([^\s]{1,200})[ \t\r]*$", text, re.MULTILINE)
         if m:
-            boundary = m.group(1)
+            boundary = m.group(1).removesuffix("--")
             if text.count("\n--" + boundary) + 1 > self.limits.max_parts:
                 raise Quarantine(f"too many MIME parts (more than {self.limits.max_parts})")
             wrapped = f'Content-Type: {part.get_content_type()}; boundary="{boundary}"\n\n' + text
-            sub = email.parser.Parser(policy=compat32).parsestr(wrapped)
-            if isinstance(sub.get_payload(), list):
+            sub_parts = email.parser.Parser(policy=compat32).parsestr(wrapped).get_payload()
+            if isinstance(sub_parts, list):
                 self.defects.append("RecoveredBoundary")
-                stack.extend((p, depth + 1, False, in_report) for p in reversed(sub.get_payload()))
+                stack.extend((p, depth + 1, False, in_report) for p in reversed(sub_parts))
                 return
         self._add_text(self._part_text(part), html=False)
 
     # -- leaves -----------------------------------------------------------
     def _leaf(self, part: Message, ctype: str, in_report: bool) -> None:
         disposition = (part.get_content_disposition() or "").lower()
-        try:
-            raw_name = part.get_filename()
-        except Exception:  # noqa: BLE001 - malformed RFC 2231 parameters
-            raw_name = None
-        filename = decode_header_value(raw_name) if raw_name else None
+        filename = _filename(part)
         if ctype == "text/rfc822-headers":
             self._rfc822_headers(part)
             if in_report:
@@ -665,11 +665,7 @@ class _Builder:
             raise Quarantine(
                 f"attachment too large ({len(data)} bytes, limit {self.limits.max_attachment_size})"
             )
-        try:
-            raw_name = part.get_filename()
-        except Exception:  # noqa: BLE001
-            raw_name = None
-        name = decode_header_value(raw_name) if raw_name else ""
+        name = _filename(part) or ""
         if not name:
             subject = decode_header_value(inner.get("Subject", ""))
             name = f"{subject[:200]}.eml" if subject.strip(" .") else ""
@@ -725,20 +721,21 @@ class _Builder:
             text = html_to_text(html[: max_chars * 4])
         text = text[:max_chars]
 
-        senders = _parse_addresses(msg.get_all("From", []))
+        # raw_items(): compat32's get() turns 8-bit header bytes into U+FFFD
+        raw: dict[str, list[str]] = {}
+        for name, value in msg.raw_items():
+            raw.setdefault(name.lower(), []).append(value)
+
+        senders = _parse_addresses(raw.get("from", []))
         if not senders:
-            senders = _parse_addresses(msg.get_all("Sender", []) + msg.get_all("Return-Path", []))
+            senders = _parse_addresses(raw.get("sender", []) + raw.get("return-path", []))
         from_name, from_addr = senders[0] if senders else ("", "")
 
-        ids = _message_ids(msg.get_all("Message-ID", []))
-        mid_raw = msg.get("Message-ID")
-        message_id = ids[0] if ids else ((normalize_message_id(str(mid_raw)) or None) if mid_raw else None)
+        ids = _message_ids(raw.get("message-id", []))
+        mid_raw = raw.get("message-id", [""])[0]
+        message_id = ids[0] if ids else ((normalize_message_id(_fix_8bit(mid_raw)) or None) if mid_raw else None)
 
-        headers: dict[str, list[str]] = {}
-        for name in KEPT_HEADERS:
-            values = msg.get_all(name)
-            if values:
-                headers[name] = [decode_header_value(v) for v in values]
+        headers = {name: [decode_header_value(v) for v in raw[name]] for name in KEPT_HEADERS if name in raw}
 
         report = None
         if self.dsn_seen:
@@ -746,15 +743,15 @@ class _Builder:
 
         return ParsedMail(
             message_id=message_id,
-            subject=decode_header_value(msg.get("Subject", "")),
+            subject=decode_header_value(raw.get("subject", [""])[0]),
             from_addr=from_addr,
             from_name=from_name,
-            to=[a for _, a in _parse_addresses(msg.get_all("To", []))],
-            cc=[a for _, a in _parse_addresses(msg.get_all("Cc", []))],
-            reply_to=[a for _, a in _parse_addresses(msg.get_all("Reply-To", []))],
-            in_reply_to=_message_ids(msg.get_all("In-Reply-To", [])),
-            references=_message_ids(msg.get_all("References", [])),
-            date=_parse_date(msg.get("Date")),
+            to=[a for _, a in _parse_addresses(raw.get("to", []))],
+            cc=[a for _, a in _parse_addresses(raw.get("cc", []))],
+            reply_to=[a for _, a in _parse_addresses(raw.get("reply-to", []))],
+            in_reply_to=_message_ids(raw.get("in-reply-to", [])),
+            references=_message_ids(raw.get("references", [])),
+            date=_parse_date(raw.get("date", [None])[0]),
             headers=headers,
             text=text,
             html=html,
@@ -763,6 +760,22 @@ class _Builder:
             report=report,
             defects=self.defects,
         )
+
+
+def _filename(part: Message) -> str | None:
+    """The part's file name (RFC 2231 or RFC 2047 or raw 8-bit), decoded."""
+    mime = [(k, v) for k, v in part.raw_items() if k.lower() in ("content-type", "content-disposition")]
+    view = part
+    if not all(isinstance(v, str) and v.isascii() for _, v in mime):
+        # raw 8-bit parameters: compat32 would hand get_filename() U+FFFD
+        view = Message()
+        for k, v in mime:
+            view[k] = _fix_8bit(str(v))
+    try:
+        raw_name = view.get_filename()
+    except Exception:  # noqa: BLE001 - malformed RFC 2231 parameters
+        return None
+    return decode_header_value(raw_name) if raw_name else None
 
 
 def _dsn_address(value: object) -> str | None:

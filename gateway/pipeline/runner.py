@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import email.parser
 import email.policy
+import email.utils
 import hashlib
 import logging
 import os
@@ -243,11 +244,11 @@ class Runner:
                 job.id,
                 linked_key=match.closed_predecessor.key if match.closed_predecessor else None,
             )
-            notify.notify_created(session, settings, applied, sender.account)
+            notify.notify_created(session, settings, applied, sender.account, job.id)
             disposition = Disposition.created(applied.ticket.key, applied.ticket.id)  # type: ignore[arg-type]
         else:
             applied = apply.add_comment(session, settings, self.blobs, mail, sender, match.ticket, job.id)
-            notify.notify_commented(session, settings, applied, sender.account)
+            notify.notify_commented(session, settings, applied, sender.account, job.id)
             disposition = Disposition.commented(applied.ticket.key, applied.ticket.id)  # type: ignore[arg-type]
         if earlier is None:
             session.add(ProcessedKey(key=key, inbound_mail_id=job.id))

@@ -35,6 +35,8 @@ def authenticated_by(mail: ParsedMail, authserv_id: str) -> bool:
         return False
     from_domain = _domain(mail.from_addr)
     for header in mail.headers.get("authentication-results", ()):
+        if wanted not in header.lower():  # cheap skip of other servers' headers
+            continue
         statements = _statements(header)
         head = statements[0].split()  # authserv-id [version]
         if not head or _unquote(head[0]) != wanted:

@@ -67,7 +67,9 @@ class Ticket(SQLModel, table=True):
     fields: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     message_id: str | None = Field(default=None, max_length=998)
     linked_key: str | None = Field(default=None, max_length=30)  # reply to a closed ticket
-    source_mail_id: int | None = Field(default=None, foreign_key="inbound_mail.id")
+    # No foreign key: inbound_mail.ticket_id already points the other way,
+    # and a cycle would make table creation order ambiguous.
+    source_mail_id: int | None = None
     created_at: dt.datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
     updated_at: dt.datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
 
@@ -183,6 +185,8 @@ class OutboundMail(SQLModel, table=True):
     subject: str | None = Field(default=None, max_length=998)
     message_id: str | None = Field(default=None, max_length=998, index=True)
     ticket_id: int | None = Field(default=None, foreign_key="ticket.id", index=True)
+    # The inbound mail whose processing queued this one (None: CLI, jobs).
+    cause_mail_id: int | None = Field(default=None, foreign_key="inbound_mail.id", index=True)
     data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     automatic: bool = True
     status: str = Field(default="queued", max_length=20)

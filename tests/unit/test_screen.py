@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.domain import DeliveryReport, ParsedAttachment
+from gateway.domain import DeliveryReport, ParsedAttachment, ParsedMail
 from gateway.pipeline.screen import MAX_RECEIVED, is_bounce, screen
 from tests.mailfactory import fixture_bytes, make_mail, parsed_from_bytes
 
 DESK = frozenset({"servicedesk@xitrust.com", "support@xitrust.com"})
 
 
-def run(mail: object, envelope_from: str | None = None) -> str | None:
-    return screen(mail, desk_addresses=DESK, envelope_from=envelope_from)  # type: ignore[arg-type]
+def run(mail: ParsedMail, envelope_from: str | None = None) -> str | None:
+    return screen(mail, desk_addresses=DESK, envelope_from=envelope_from)
 
 
 @pytest.mark.parametrize(
@@ -74,7 +74,11 @@ def test_bounce_by_delivery_status_attachment() -> None:
 
 @pytest.mark.parametrize(
     "subject",
-    ["Undeliverable: Signatur schlägt fehl", "Unzustellbar: Ihr Ticket", "Delivery Status Notification (Failure)"],
+    [
+        "Undeliverable: Signatur schlägt fehl",
+        "Unzustellbar: Ihr Ticket",
+        "Delivery Status Notification (Failure)",
+    ],
 )
 def test_plain_text_bounce_from_postmaster(subject: str) -> None:
     assert run(make_mail(from_addr="postmaster@bauwerk-ag.de", subject=subject)) == "bounce"
@@ -164,9 +168,9 @@ def test_bulk_and_lists(headers: dict[str, str], reason: str | None) -> None:
     assert run(make_mail(headers=headers)) == reason
 
 
-@pytest.mark.parametrize(("envelope_from", "reason"), [("", "null sender"), ("<>", "null sender"), (" <> ", "null sender")])
-def test_null_envelope_sender(envelope_from: str, reason: str) -> None:
-    assert run(make_mail(), envelope_from) == reason
+@pytest.mark.parametrize("envelope_from", ["", "<>", " <> "])
+def test_null_envelope_sender(envelope_from: str) -> None:
+    assert run(make_mail(), envelope_from) == "null sender"
 
 
 def test_unknown_envelope_is_not_null() -> None:

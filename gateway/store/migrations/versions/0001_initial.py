@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-27 22:13:28.905634
+Create Date: 2026-11-27 22:17:10.022838
 
 """
 
@@ -28,34 +28,6 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("sha256"),
     )
     op.create_table(
-        "inbound_mail",
-        sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("source", sa.String(length=20), nullable=False),
-        sa.Column("envelope_from", sa.String(length=320), nullable=True),
-        sa.Column("recipient", sa.String(length=320), nullable=True),
-        sa.Column("trusted", sa.Boolean(), nullable=False),
-        sa.Column("raw_sha256", sa.String(length=64), nullable=False),
-        sa.Column("raw_size", sa.Integer(), nullable=False),
-        sa.Column("message_id", sa.String(length=998), nullable=True),
-        sa.Column("from_addr", sa.String(length=320), nullable=True),
-        sa.Column("subject", sa.String(length=998), nullable=True),
-        sa.Column("status", sa.String(length=20), nullable=False),
-        sa.Column("disposition", sa.String(length=500), nullable=True),
-        sa.Column("ticket_id", sa.Integer(), nullable=True),
-        sa.Column("error", sa.String(), nullable=True),
-        sa.Column("attempts", sa.Integer(), nullable=False),
-        sa.Column("claimed_by", sa.String(length=100), nullable=True),
-        sa.Column("claimed_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("processed_at", sa.DateTime(timezone=True), nullable=True),
-        sa.PrimaryKeyConstraint("id"),
-    )
-    with op.batch_alter_table("inbound_mail", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_inbound_mail_message_id"), ["message_id"], unique=False)
-        batch_op.create_index("ix_inbound_mail_status_id", ["status", "id"], unique=False)
-        batch_op.create_index(batch_op.f("ix_inbound_mail_ticket_id"), ["ticket_id"], unique=False)
-
-    op.create_table(
         "organization",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("name", sa.String(length=200), nullable=False),
@@ -64,41 +36,6 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("name"),
     )
-    op.create_table(
-        "ticket",
-        sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("number", sa.Integer(), nullable=False),
-        sa.Column("key", sa.String(length=30), nullable=False),
-        sa.Column("request_type", sa.String(length=40), nullable=False),
-        sa.Column("summary", sa.String(length=500), nullable=False),
-        sa.Column("description", sa.String(), nullable=False),
-        sa.Column("status", sa.String(length=30), nullable=False),
-        sa.Column("priority", sa.String(length=20), nullable=False),
-        sa.Column("reporter_id", sa.Integer(), nullable=False),
-        sa.Column("organization_id", sa.Integer(), nullable=True),
-        sa.Column("fields", sa.JSON(), nullable=False),
-        sa.Column("message_id", sa.String(length=998), nullable=True),
-        sa.Column("linked_key", sa.String(length=30), nullable=True),
-        sa.Column("source_mail_id", sa.Integer(), nullable=True),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["organization_id"],
-            ["organization.id"],
-        ),
-        sa.ForeignKeyConstraint(
-            ["source_mail_id"],
-            ["inbound_mail.id"],
-        ),
-        sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("key"),
-        sa.UniqueConstraint("number"),
-    )
-    with op.batch_alter_table("ticket", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_ticket_organization_id"), ["organization_id"], unique=False)
-        batch_op.create_index(batch_op.f("ix_ticket_reporter_id"), ["reporter_id"], unique=False)
-        batch_op.create_index(batch_op.f("ix_ticket_status"), ["status"], unique=False)
-
     op.create_table(
         "ticket_counter",
         sa.Column("prefix", sa.String(length=10), nullable=False),
@@ -129,21 +66,6 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_account_organization_id"), ["organization_id"], unique=False)
 
     op.create_table(
-        "message_ref",
-        sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("message_id", sa.String(length=998), nullable=False),
-        sa.Column("ticket_id", sa.Integer(), nullable=False),
-        sa.Column("direction", sa.String(length=10), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["ticket_id"],
-            ["ticket.id"],
-        ),
-        sa.PrimaryKeyConstraint("id"),
-    )
-    with op.batch_alter_table("message_ref", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_message_ref_message_id"), ["message_id"], unique=False)
-
-    op.create_table(
         "organization_domain",
         sa.Column("domain", sa.String(length=255), nullable=False),
         sa.Column("organization_id", sa.Integer(), nullable=False),
@@ -159,44 +81,123 @@ def upgrade() -> None:
         )
 
     op.create_table(
-        "outbound_mail",
+        "signup_token",
         sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("token_sha256", sa.String(length=64), nullable=False),
+        sa.Column("account_id", sa.Integer(), nullable=False),
+        sa.Column("purpose", sa.String(length=30), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("to_addr", sa.String(length=320), nullable=False),
-        sa.Column("template", sa.String(length=60), nullable=False),
-        sa.Column("locale", sa.String(length=5), nullable=False),
-        sa.Column("subject", sa.String(length=998), nullable=True),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("used_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["account_id"],
+            ["account.id"],
+        ),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("token_sha256"),
+    )
+    with op.batch_alter_table("signup_token", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_signup_token_account_id"), ["account_id"], unique=False)
+
+    op.create_table(
+        "ticket",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("number", sa.Integer(), nullable=False),
+        sa.Column("key", sa.String(length=30), nullable=False),
+        sa.Column("request_type", sa.String(length=40), nullable=False),
+        sa.Column("summary", sa.String(length=500), nullable=False),
+        sa.Column("description", sa.String(), nullable=False),
+        sa.Column("status", sa.String(length=30), nullable=False),
+        sa.Column("priority", sa.String(length=20), nullable=False),
+        sa.Column("reporter_id", sa.Integer(), nullable=False),
+        sa.Column("organization_id", sa.Integer(), nullable=True),
+        sa.Column("fields", sa.JSON(), nullable=False),
         sa.Column("message_id", sa.String(length=998), nullable=True),
-        sa.Column("ticket_id", sa.Integer(), nullable=True),
-        sa.Column("data", sa.JSON(), nullable=False),
-        sa.Column("automatic", sa.Boolean(), nullable=False),
+        sa.Column("linked_key", sa.String(length=30), nullable=True),
+        sa.Column("source_mail_id", sa.Integer(), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["organization_id"],
+            ["organization.id"],
+        ),
+        sa.ForeignKeyConstraint(
+            ["reporter_id"],
+            ["account.id"],
+        ),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("key"),
+        sa.UniqueConstraint("number"),
+    )
+    with op.batch_alter_table("ticket", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_ticket_organization_id"), ["organization_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_ticket_reporter_id"), ["reporter_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_ticket_status"), ["status"], unique=False)
+
+    op.create_table(
+        "inbound_mail",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("source", sa.String(length=20), nullable=False),
+        sa.Column("envelope_from", sa.String(length=320), nullable=True),
+        sa.Column("recipient", sa.String(length=320), nullable=True),
+        sa.Column("trusted", sa.Boolean(), nullable=False),
+        sa.Column("raw_sha256", sa.String(length=64), nullable=False),
+        sa.Column("raw_size", sa.Integer(), nullable=False),
+        sa.Column("message_id", sa.String(length=998), nullable=True),
+        sa.Column("from_addr", sa.String(length=320), nullable=True),
+        sa.Column("subject", sa.String(length=998), nullable=True),
         sa.Column("status", sa.String(length=20), nullable=False),
+        sa.Column("disposition", sa.String(length=500), nullable=True),
+        sa.Column("ticket_id", sa.Integer(), nullable=True),
+        sa.Column("error", sa.String(), nullable=True),
         sa.Column("attempts", sa.Integer(), nullable=False),
-        sa.Column("last_error", sa.String(), nullable=True),
-        sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("claimed_by", sa.String(length=100), nullable=True),
+        sa.Column("claimed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("processed_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["ticket_id"],
             ["ticket.id"],
         ),
         sa.PrimaryKeyConstraint("id"),
     )
-    with op.batch_alter_table("outbound_mail", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_outbound_mail_message_id"), ["message_id"], unique=False)
-        batch_op.create_index("ix_outbound_mail_status_due", ["status", "next_attempt_at"], unique=False)
-        batch_op.create_index(batch_op.f("ix_outbound_mail_ticket_id"), ["ticket_id"], unique=False)
-        batch_op.create_index(batch_op.f("ix_outbound_mail_to_addr"), ["to_addr"], unique=False)
+    with op.batch_alter_table("inbound_mail", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_inbound_mail_message_id"), ["message_id"], unique=False)
+        batch_op.create_index("ix_inbound_mail_status_id", ["status", "id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_inbound_mail_ticket_id"), ["ticket_id"], unique=False)
 
     op.create_table(
-        "processed_key",
-        sa.Column("key", sa.String(length=64), nullable=False),
-        sa.Column("inbound_mail_id", sa.Integer(), nullable=False),
+        "message_ref",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("message_id", sa.String(length=998), nullable=False),
+        sa.Column("ticket_id", sa.Integer(), nullable=False),
+        sa.Column("direction", sa.String(length=10), nullable=False),
         sa.ForeignKeyConstraint(
-            ["inbound_mail_id"],
-            ["inbound_mail.id"],
+            ["ticket_id"],
+            ["ticket.id"],
         ),
-        sa.PrimaryKeyConstraint("key"),
+        sa.PrimaryKeyConstraint("id"),
     )
+    with op.batch_alter_table("message_ref", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_message_ref_message_id"), ["message_id"], unique=False)
+
+    op.create_table(
+        "ticket_participant",
+        sa.Column("ticket_id", sa.Integer(), nullable=False),
+        sa.Column("account_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["account_id"],
+            ["account.id"],
+        ),
+        sa.ForeignKeyConstraint(
+            ["ticket_id"],
+            ["ticket.id"],
+        ),
+        sa.PrimaryKeyConstraint("ticket_id", "account_id"),
+    )
+    with op.batch_alter_table("ticket_participant", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_ticket_participant_account_id"), ["account_id"], unique=False)
+
     op.create_table(
         "comment",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -226,41 +227,50 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_comment_ticket_id"), ["ticket_id"], unique=False)
 
     op.create_table(
-        "signup_token",
+        "outbound_mail",
         sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("token_sha256", sa.String(length=64), nullable=False),
-        sa.Column("account_id", sa.Integer(), nullable=False),
-        sa.Column("purpose", sa.String(length=30), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("used_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("to_addr", sa.String(length=320), nullable=False),
+        sa.Column("template", sa.String(length=60), nullable=False),
+        sa.Column("locale", sa.String(length=5), nullable=False),
+        sa.Column("subject", sa.String(length=998), nullable=True),
+        sa.Column("message_id", sa.String(length=998), nullable=True),
+        sa.Column("ticket_id", sa.Integer(), nullable=True),
+        sa.Column("cause_mail_id", sa.Integer(), nullable=True),
+        sa.Column("data", sa.JSON(), nullable=False),
+        sa.Column("automatic", sa.Boolean(), nullable=False),
+        sa.Column("status", sa.String(length=20), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("last_error", sa.String(), nullable=True),
+        sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
-            ["account_id"],
-            ["account.id"],
-        ),
-        sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("token_sha256"),
-    )
-    with op.batch_alter_table("signup_token", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_signup_token_account_id"), ["account_id"], unique=False)
-
-    op.create_table(
-        "ticket_participant",
-        sa.Column("ticket_id", sa.Integer(), nullable=False),
-        sa.Column("account_id", sa.Integer(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["account_id"],
-            ["account.id"],
+            ["cause_mail_id"],
+            ["inbound_mail.id"],
         ),
         sa.ForeignKeyConstraint(
             ["ticket_id"],
             ["ticket.id"],
         ),
-        sa.PrimaryKeyConstraint("ticket_id", "account_id"),
+        sa.PrimaryKeyConstraint("id"),
     )
-    with op.batch_alter_table("ticket_participant", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_ticket_participant_account_id"), ["account_id"], unique=False)
+    with op.batch_alter_table("outbound_mail", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_outbound_mail_cause_mail_id"), ["cause_mail_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_outbound_mail_message_id"), ["message_id"], unique=False)
+        batch_op.create_index("ix_outbound_mail_status_due", ["status", "next_attempt_at"], unique=False)
+        batch_op.create_index(batch_op.f("ix_outbound_mail_ticket_id"), ["ticket_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_outbound_mail_to_addr"), ["to_addr"], unique=False)
 
+    op.create_table(
+        "processed_key",
+        sa.Column("key", sa.String(length=64), nullable=False),
+        sa.Column("inbound_mail_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["inbound_mail_id"],
+            ["inbound_mail.id"],
+        ),
+        sa.PrimaryKeyConstraint("key"),
+    )
     op.create_table(
         "attachment",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -287,73 +297,62 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_attachment_comment_id"), ["comment_id"], unique=False)
         batch_op.create_index("ix_attachment_ticket_sha", ["ticket_id", "sha256"], unique=False)
 
-    with op.batch_alter_table("inbound_mail", schema=None) as batch_op:
-        batch_op.create_foreign_key("fk_inbound_mail_ticket_id", "ticket", ["ticket_id"], ["id"])
-
-    with op.batch_alter_table("ticket", schema=None) as batch_op:
-        batch_op.create_foreign_key("fk_ticket_reporter_id", "account", ["reporter_id"], ["id"])
-
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
-    with op.batch_alter_table("ticket", schema=None) as batch_op:
-        batch_op.drop_constraint("fk_ticket_reporter_id", type_="foreignkey")
-
-    with op.batch_alter_table("inbound_mail", schema=None) as batch_op:
-        batch_op.drop_constraint("fk_inbound_mail_ticket_id", type_="foreignkey")
-
     with op.batch_alter_table("attachment", schema=None) as batch_op:
         batch_op.drop_index("ix_attachment_ticket_sha")
         batch_op.drop_index(batch_op.f("ix_attachment_comment_id"))
 
     op.drop_table("attachment")
-    with op.batch_alter_table("ticket_participant", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_ticket_participant_account_id"))
-
-    op.drop_table("ticket_participant")
-    with op.batch_alter_table("signup_token", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_signup_token_account_id"))
-
-    op.drop_table("signup_token")
-    with op.batch_alter_table("comment", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_comment_ticket_id"))
-
-    op.drop_table("comment")
     op.drop_table("processed_key")
     with op.batch_alter_table("outbound_mail", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_outbound_mail_to_addr"))
         batch_op.drop_index(batch_op.f("ix_outbound_mail_ticket_id"))
         batch_op.drop_index("ix_outbound_mail_status_due")
         batch_op.drop_index(batch_op.f("ix_outbound_mail_message_id"))
+        batch_op.drop_index(batch_op.f("ix_outbound_mail_cause_mail_id"))
 
     op.drop_table("outbound_mail")
-    with op.batch_alter_table("organization_domain", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_organization_domain_organization_id"))
+    with op.batch_alter_table("comment", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_comment_ticket_id"))
 
-    op.drop_table("organization_domain")
+    op.drop_table("comment")
+    with op.batch_alter_table("ticket_participant", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_ticket_participant_account_id"))
+
+    op.drop_table("ticket_participant")
     with op.batch_alter_table("message_ref", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_message_ref_message_id"))
 
     op.drop_table("message_ref")
-    with op.batch_alter_table("account", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_account_organization_id"))
-
-    op.drop_table("account")
-    op.drop_table("ticket_counter")
-    with op.batch_alter_table("ticket", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_ticket_status"))
-        batch_op.drop_index(batch_op.f("ix_ticket_reporter_id"))
-        batch_op.drop_index(batch_op.f("ix_ticket_organization_id"))
-
-    op.drop_table("ticket")
-    op.drop_table("organization")
     with op.batch_alter_table("inbound_mail", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_inbound_mail_ticket_id"))
         batch_op.drop_index("ix_inbound_mail_status_id")
         batch_op.drop_index(batch_op.f("ix_inbound_mail_message_id"))
 
     op.drop_table("inbound_mail")
+    with op.batch_alter_table("ticket", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_ticket_status"))
+        batch_op.drop_index(batch_op.f("ix_ticket_reporter_id"))
+        batch_op.drop_index(batch_op.f("ix_ticket_organization_id"))
+
+    op.drop_table("ticket")
+    with op.batch_alter_table("signup_token", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_signup_token_account_id"))
+
+    op.drop_table("signup_token")
+    with op.batch_alter_table("organization_domain", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_organization_domain_organization_id"))
+
+    op.drop_table("organization_domain")
+    with op.batch_alter_table("account", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_account_organization_id"))
+
+    op.drop_table("account")
+    op.drop_table("ticket_counter")
+    op.drop_table("organization")
     op.drop_table("blob")
     # ### end Alembic commands ###
