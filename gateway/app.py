@@ -9,16 +9,15 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from sqlalchemy import Engine
-
 from sqlmodel import select
 
-from gateway.domain import Role, normalize_address
+from gateway.domain import MailStatus, Role, normalize_address
 from gateway.ingress.spool import Spool
 from gateway.pipeline.runner import Runner
 from gateway.settings import Settings
 from gateway.store.blobs import DatabaseBlobStore, FileBlobStore, make_blob_store
-from gateway.store.db import make_engine, transaction
-from gateway.store.models import Ticket
+from gateway.store.db import connection, make_engine, reading
+from gateway.store.models import InboundMail
 
 
 @dataclass
@@ -65,40 +64,45 @@ class App:
 
     def reprocess(self, mail_ids: Sequence[int]) -> list[tuple[int, str]]:
         """Queue the given inbound mails again and process them; returns
-        (id, new disposition) pairs. Its earlier effect (ticket or comment)
-        is what dedup compares against, so a mail that already had one is
-        not applied twice."""
+        (id, new disposition) pairs. A mail that already had its effect
+        (``done``) is left alone: reprocessing it would apply it twice."""
         self.ensure_schema()
-        found = Spool(self.engine, self.blobs).requeue(mail_ids)
-        results: list[tuple[int, str]] = []
+        with reading(self.engine) as session:
+            rows = session.exec(
+                select(InboundMail).where(InboundMail.id.in_(list(mail_ids)))  # type: ignore[union-attr]
+            ).all()
+        done = {r.id: r.disposition or "done" for r in rows if r.status == MailStatus.done}
+        todo = [r.id for r in rows if r.id is not None and r.id not in done]
+        results = [(i, f"unchanged: {d}") for i, d in done.items() if i is not None]
+        found = Spool(self.engine, self.blobs).requeue(todo)
         if found:
             self.runner().drain(on_done=lambda i, d: results.append((i, d.text)), ids=found)
-        return results
+        return sorted(results)
 
     def comment(self, key: str, author_email: str, body: str, internal: bool) -> int:
         """A comment without mail (an agent at the command line); returns
         the comment id. A public one notifies the customer side."""
         from gateway.pipeline import apply, notify
-        from gateway.pipeline.identify import create_account, find_account
+        from gateway.pipeline.identify import create_account
+        from gateway.store import repo
+        from gateway.views import NotFound
 
         self.ensure_schema()
         address = normalize_address(author_email)
-        with transaction(self.engine) as session:
-            ticket = session.exec(select(Ticket).where(Ticket.key == key.upper())).first()
+        with connection(self.engine) as conn:
+            ticket = repo.ticket_by_key(conn, key.upper())
             if ticket is None:
-                raise LookupError(f"no ticket {key}")
-            author = find_account(session, address) or create_account(
-                session, address, "", self.settings.desk.default_locale, self.settings
+                raise NotFound(f"ticket {key} not found")
+            author = repo.account_by_email(conn, address) or create_account(
+                conn, address, "", self.settings.desk.default_locale, self.settings
             )
-            by_agent = author.role == Role.agent
-            comment, previous = apply.write_comment(
-                session, ticket, author, body, internal, by_agent, "cli"
-            )
-            applied = apply.Applied(ticket=ticket, comment=comment, previous_status=previous)
-            notify.notify_commented(session, self.settings, applied, author)
-            assert comment.id is not None
-            return comment.id
+            applied = apply.write_comment(conn, ticket, author, body, internal, author.role == Role.agent, "cli")
+            notify.notify_commented(conn, self.settings, applied, author)
+            assert applied.comment_id is not None
+            return applied.comment_id
 
     def serve(self) -> int:
         """Run the daemon until SIGTERM; returns the exit code."""
-        raise NotImplementedError
+        from gateway.daemon import serve
+
+        return serve(self)

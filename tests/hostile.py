@@ -37,7 +37,8 @@ def deep_rfc822(depth: int = 1000) -> bytes:
 
 def many_parts(count: int = 20_000) -> bytes:
     """One multipart/mixed with ``count`` tiny text parts."""
-    out = [_HEAD.format(subject="many parts", mid="many"), 'Content-Type: multipart/mixed; boundary="p"\r\n\r\n']
+    out = [_HEAD.format(subject="many parts", mid="many")]
+    out.append('Content-Type: multipart/mixed; boundary="p"\r\n\r\n')
     out.extend("--p\r\nContent-Type: text/plain\r\n\r\nx\r\n" for _ in range(count))
     out.append("--p--\r\n")
     return "".join(out).encode("ascii")

@@ -44,7 +44,7 @@ class Spool:
         # Blob files are fsynced inside put(); the row commit makes them
         # reachable. transaction() maps disk-full and database trouble to
         # TemporaryFailure, so nothing of the batch counts as accepted then.
-        with transaction(self.engine) as session:
+        with transaction(self.engine) as session, self.blobs.group():
             rows = []
             for item in items:
                 digest = self.blobs.put(session, item.raw)

@@ -12,33 +12,20 @@ robots or bounced addresses, never to the desk itself. Nobody gets more than
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
 
-from sqlalchemy import func, select
-from sqlmodel import Session
+from sqlalchemy import Connection
 
 from gateway.domain import AccountState, OutboxStatus
 from gateway.pipeline.apply import Applied
 from gateway.settings import Settings
-from gateway.store.models import Account, OutboundMail, Ticket, TicketParticipant, utcnow
+from gateway.store import repo
+from gateway.store.models import utcnow
+from gateway.store.repo import AccountRow, TicketRow
 
 INVITATION_INTERVAL = dt.timedelta(days=1)
 
 
-def _sent_since(session: Session, address: str, since: dt.datetime, template: str | None = None) -> int:
-    stmt = (
-        select(func.count())
-        .select_from(OutboundMail)
-        .where(OutboundMail.to_addr == address)  # type: ignore[arg-type]
-        .where(OutboundMail.automatic)  # type: ignore[arg-type]
-        .where(OutboundMail.created_at >= since)  # type: ignore[arg-type]
-    )
-    if template is not None:
-        stmt = stmt.where(OutboundMail.template == template)  # type: ignore[arg-type]
-    return int(session.execute(stmt).scalar_one())
-
-
-def _mailable(account: Account, settings: Settings) -> bool:
+def _mailable(account: AccountRow, settings: Settings) -> bool:
     return (
         account.state != AccountState.disabled
         and not account.is_robot
@@ -48,22 +35,26 @@ def _mailable(account: Account, settings: Settings) -> bool:
 
 
 def queue(
-    session: Session,
+    conn: Connection,
     settings: Settings,
-    account: Account,
+    account: AccountRow,
     template: str,
-    ticket: Ticket | None,
+    ticket: TicketRow | None,
     data: dict[str, object],
     cause_mail_id: int | None = None,
-) -> OutboundMail | None:
-    """Insert one outbox row unless the recipient's hourly cap is reached."""
+    recent: tuple[int, int] | None = None,
+) -> int | None:
+    """Insert one outbox row unless the recipient's hourly cap is reached;
+    returns its id."""
     if not _mailable(account, settings):
         return None
     now = utcnow()
-    cap = settings.security.max_auto_mails_per_hour
-    if _sent_since(session, account.email, now - dt.timedelta(hours=1)) >= cap:
+    if recent is None:
+        recent = repo.recent_mail_counts(conn, account.email, now, INVITATION_INTERVAL)
+    if recent[0] >= settings.security.max_auto_mails_per_hour:
         return None
-    row = OutboundMail(
+    return repo.insert_outbox(
+        conn,
         to_addr=account.email,
         template=template,
         locale=account.locale or settings.desk.default_locale,
@@ -71,59 +62,44 @@ def queue(
         cause_mail_id=cause_mail_id,
         data=data,
         automatic=True,
-        status=OutboxStatus.queued,
+        status=str(OutboxStatus.queued),
+        attempts=0,
         next_attempt_at=now,
         created_at=now,
     )
-    session.add(row)
-    return row
-
-
-def _audience(session: Session, ticket: Ticket) -> list[Account]:
-    """Reporter, participants and (when shared) organization members."""
-    ids: dict[int, None] = {ticket.reporter_id: None}
-    for (aid,) in session.execute(
-        select(TicketParticipant.account_id).where(TicketParticipant.ticket_id == ticket.id)  # type: ignore[arg-type]
-    ):
-        ids[aid] = None
-    if ticket.organization_id is not None:
-        for (aid,) in session.execute(
-            select(Account.id).where(Account.organization_id == ticket.organization_id)  # type: ignore[arg-type]
-        ):
-            ids[aid] = None
-    accounts = session.execute(select(Account).where(Account.id.in_(list(ids)))).scalars()  # type: ignore[union-attr]
-    return sorted(accounts, key=lambda a: a.id or 0)
 
 
 def notify_created(
-    session: Session, settings: Settings, applied: Applied, reporter: Account, cause_mail_id: int | None = None
-) -> list[OutboundMail]:
+    conn: Connection,
+    settings: Settings,
+    applied: Applied,
+    reporter: AccountRow,
+    cause_mail_id: int | None = None,
+) -> list[int]:
     ticket = applied.ticket
     data: dict[str, object] = {"ticket_key": ticket.key}
-    if reporter.state == AccountState.unverified:
-        since = utcnow() - INVITATION_INTERVAL
-        if _sent_since(session, reporter.email, since, "signup_invitation") == 0:
-            row = queue(session, settings, reporter, "signup_invitation", ticket, data, cause_mail_id)
-            return [row] if row else []
-    row = queue(session, settings, reporter, "request_created", ticket, data, cause_mail_id)
+    recent = repo.recent_mail_counts(conn, reporter.email, utcnow(), INVITATION_INTERVAL)
+    template = "request_created"
+    if reporter.state == AccountState.unverified and recent[1] == 0:
+        template = "signup_invitation"
+    row = queue(conn, settings, reporter, template, ticket, data, cause_mail_id, recent)
     return [row] if row else []
 
 
 def notify_commented(
-    session: Session, settings: Settings, applied: Applied, author: Account, cause_mail_id: int | None = None
-) -> list[OutboundMail]:
-    comment = applied.comment
-    if comment is None or not comment.public:
+    conn: Connection,
+    settings: Settings,
+    applied: Applied,
+    author: AccountRow,
+    cause_mail_id: int | None = None,
+) -> list[int]:
+    if applied.comment_id is None or not applied.public:
         return []
-    data: dict[str, object] = {"ticket_key": applied.ticket.key, "comment_id": comment.id}
+    data: dict[str, object] = {"ticket_key": applied.ticket.key, "comment_id": applied.comment_id}
+    ids = [i for i in repo.audience_ids(conn, applied.ticket) if i != author.id]
     rows = []
-    for account in _recipients(session, applied.ticket, exclude=[author]):
-        row = queue(session, settings, account, "comment_added", applied.ticket, data, cause_mail_id)
+    for account in repo.accounts_by_id(conn, ids):
+        row = queue(conn, settings, account, "comment_added", applied.ticket, data, cause_mail_id)
         if row:
             rows.append(row)
     return rows
-
-
-def _recipients(session: Session, ticket: Ticket, exclude: Iterable[Account]) -> list[Account]:
-    skip = {a.id for a in exclude}
-    return [a for a in _audience(session, ticket) if a.id not in skip]

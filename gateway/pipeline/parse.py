@@ -14,6 +14,7 @@ from __future__ import annotations
 import binascii
 import codecs
 import datetime as dt
+import email.feedparser
 import email.parser
 import email.utils
 import mimetypes
@@ -102,7 +103,8 @@ def _cp1252_fallback(exc: UnicodeError) -> tuple[str, int]:
 codecs.register_error("gateway_cp1252", _cp1252_fallback)
 
 # C0 controls except TAB and LF, and DEL: never useful in ticket text.
-_CONTROL_DELETE = {c: None for c in [*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F]}
+_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_HEADER_CONTROLS = re.compile(r"[\x00-\x1f\x7f]")
 
 _MIMETYPES = mimetypes.MimeTypes()  # built-in table only: no /etc/mime.types, same on every host
 _EXTENSIONS = {
@@ -121,6 +123,10 @@ _BASE64_CHARS = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
 _MSGID = re.compile(r"<([^<>]+)>")
 _BARE_MSGID = re.compile(r"^[^\s<>@]+@[^\s<>@]+$")
+_SIMPLE_ADDRESS = re.compile(
+    r'^\s*(?:((?:"[^"\\<>,;]*"|[^"<>,;:@()\\]*?))\s*<([^<>\s",;:()@]+@[^<>\s",;:()@]+)>|'
+    r'([^<>\s",;:()@]+@[^<>\s",;:()@]+))\s*$'
+)
 _ADDRESS = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w.-]+\w", re.ASCII)
 
 # Pre-scan patterns (bytes). A delimiter line is "--boundary" or "--boundary--".
@@ -138,8 +144,7 @@ def parse_mail(raw: bytes, limits: LimitsSettings) -> ParsedMail:
     anything over the budgets in ``limits`` and for anything unparseable."""
     try:
         _prescan(raw, limits)
-        msg = email.parser.BytesParser(policy=compat32).parsebytes(raw)
-        return _Builder(msg, limits).build()
+        return _Builder(_parse_bytes(raw), limits).build()
     except Quarantine:
         raise
     except RecursionError:
@@ -168,10 +173,51 @@ def _prescan(raw: bytes, limits: LimitsSettings) -> None:
     if delimiter_lines < limits.max_parts and containers <= limits.max_depth:
         return
     parts, depth = _scan_structure(raw)
-    if parts > limits.max_parts:
-        raise Quarantine(f"too many MIME parts (more than {limits.max_parts})")
     if depth > limits.max_depth:
         raise Quarantine(f"MIME nesting too deep (more than {limits.max_depth} levels)")
+    if parts > limits.max_parts:
+        raise Quarantine(f"too many MIME parts (more than {limits.max_parts})")
+
+
+_FEED_CHUNK = 1 << 20
+
+
+def _parse_bytes(raw: bytes) -> Message:
+    """Feed the parser in 1 MB chunks. ``BytesParser.parsebytes`` wraps the
+    whole message in one StringIO (4 bytes per character once read), which
+    alone took ~130 MB for a 28 MB message; chunked feeding keeps the parse
+    at about the size of the message."""
+    parser = email.feedparser.BytesFeedParser(policy=compat32)
+    view = memoryview(raw)
+    for start in range(0, len(raw), _FEED_CHUNK):
+        parser.feed(view[start : start + _FEED_CHUNK].tobytes())
+    return parser.close()
+
+
+def _stored_payload(part: Message) -> str | None:
+    """The still-encoded payload text of a leaf part. compat32 runs 8-bit
+    payloads through the declared charset here, which raises on a garbage
+    charset name; callers then fall back to ``get_payload(decode=True)``."""
+    try:
+        payload = part.get_payload()
+    except (ValueError, LookupError):
+        return None
+    return payload if isinstance(payload, str) else None
+
+
+def _decode_payload(part: Message) -> bytes:
+    """The part's decoded bytes. base64 goes straight through binascii from
+    the stored ASCII text: compat32's ``get_payload(decode=True)`` encodes,
+    splits into lines and joins again first (three more copies)."""
+    encoded = _stored_payload(part)
+    cte = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
+    if encoded is not None and cte == "base64":
+        try:
+            return binascii.a2b_base64(encoded)
+        except (ValueError, binascii.Error):
+            pass  # non-ASCII or bad padding: the stdlib repairs what it can
+    data = part.get_payload(decode=True)
+    return data if isinstance(data, bytes) else b""
 
 
 def _scan_structure(raw: bytes) -> tuple[int, int]:
@@ -235,7 +281,7 @@ def decode_bytes(data: bytes, charset: str | None) -> str:
         return data.decode("utf-8", "gateway_cp1252")
     try:
         return data.decode(cs, "replace")
-    except LookupError:
+    except (LookupError, ValueError):  # unknown charset, or a NUL in its name
         return decode_bytes(data, None)
 
 
@@ -252,7 +298,7 @@ def _mostly_utf8(data: bytes) -> bool:
 
 
 def _clean_text(text: str) -> str:
-    return text.replace("\r\n", "\n").replace("\r", "\n").translate(_CONTROL_DELETE)
+    return _CONTROLS.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
 
 
 def _fix_8bit(value: str) -> str:
@@ -315,13 +361,20 @@ def decode_header_value(value: object) -> str:
     words decoded, control characters replaced by spaces."""
     text = _FOLD.sub("", _fix_8bit(str(value)))
     text = decode_encoded_words(text)
-    return " ".join(text.replace("\x00", "").split()) if any(c < " " for c in text) else text.strip()
+    return " ".join(text.replace("\x00", "").split()) if _HEADER_CONTROLS.search(text) else text.strip()
 
 
 def _parse_addresses(values: list[str]) -> list[tuple[str, str]]:
     """(display name, normalised address) pairs; names decoded after
     splitting, so an encoded comma in a name cannot split an address."""
     fixed = [_FOLD.sub("", _fix_8bit(str(v))) for v in values]
+    if len(fixed) == 1:
+        # one plain address or 'Name <address>' (the vast majority): skip the
+        # stdlib's character-by-character address parser
+        m = _SIMPLE_ADDRESS.match(fixed[0])
+        if m:
+            name, addr = m.group(1) or "", m.group(2) or m.group(3)
+            return [(decode_header_value(name.strip().strip('"')), normalize_address(addr))]
     result: list[tuple[str, str]] = []
     try:
         pairs = email.utils.getaddresses(fixed)
@@ -433,7 +486,7 @@ class _HtmlToText(HTMLParser):
     def _emit(self, force: bool = False) -> None:
         raw = "".join(self.cur)
         self.cur = []
-        if not force and not raw.strip(" "):
+        if not force and not raw.strip(" \t\r\n\f\v"):  # &nbsp; alone still makes a (blank) line
             return  # a block boundary with nothing in it adds no line
         line = raw if self.pre else _SPACES.sub(" ", raw).strip(" ")
         line = line.replace("\xa0", " ").rstrip()
@@ -469,6 +522,7 @@ class _HtmlToText(HTMLParser):
             self.quote = max(0, self.quote - 1)
         elif tag in _BLOCK_TAGS:
             if tag == "pre":
+                self._emit()
                 self.pre = max(0, self.pre - 1)
             # Outlook writes one <p class=MsoNormal> per line, others one <p>
             # per paragraph: a blank line after </p> only for the latter.
@@ -536,16 +590,16 @@ class _Builder:
         while stack:
             part, depth, forwarded, in_report = stack.pop()
             count += 1
-            if count > limits.max_parts:
-                raise Quarantine(f"too many MIME parts (more than {limits.max_parts})")
             if depth > limits.max_depth:
                 raise Quarantine(f"MIME nesting too deep (more than {limits.max_depth} levels)")
+            if count > limits.max_parts:
+                raise Quarantine(f"too many MIME parts (more than {limits.max_parts})")
             for defect in part.defects:
                 name = type(defect).__name__
                 if name not in self.defects:
                     self.defects.append(name)
             ctype = part.get_content_type()
-            payload = part.get_payload()
+            payload = part.get_payload() if part.is_multipart() else None
             if isinstance(payload, list):
                 if ctype == "message/delivery-status":
                     self._delivery_status(payload)
@@ -573,18 +627,20 @@ class _Builder:
         """A multipart without a usable boundary: if the body starts its parts
         with a "--X" line anyway, re-parse with that boundary; else read it as
         plain text."""
-        body = part.get_payload()
-        text = body if isinstance(body, str) else ""
+        # surrogateescape keeps 8-bit bytes intact through the re-parse
+        text = _decode_payload(part).decode("ascii", "surrogateescape")
         m = re.search(r"^--([^\s]{1,200})[ \t\r]*$", text, re.MULTILINE)
         if m:
             boundary = m.group(1).removesuffix("--")
             if text.count("\n--" + boundary) + 1 > self.limits.max_parts:
                 raise Quarantine(f"too many MIME parts (more than {self.limits.max_parts})")
-            wrapped = f'Content-Type: {part.get_content_type()}; boundary="{boundary}"\n\n' + text
+            wrapped = f'Content-Type: multipart/mixed; boundary="{boundary}"\n\n' + text
             sub_parts = email.parser.Parser(policy=compat32).parsestr(wrapped).get_payload()
             if isinstance(sub_parts, list):
                 self.defects.append("RecoveredBoundary")
-                stack.extend((p, depth + 1, False, in_report) for p in reversed(sub_parts))
+                stack.extend(
+                    (p, depth + 1, False, in_report) for p in reversed(sub_parts) if isinstance(p, Message)
+                )
                 return
         self._add_text(self._part_text(part), html=False)
 
@@ -617,27 +673,26 @@ class _Builder:
 
     def _payload_bytes(self, part: Message) -> bytes:
         limit = self.limits.max_attachment_size
-        encoded = part.get_payload()
-        if isinstance(encoded, str):
+        encoded = _stored_payload(part)
+        if encoded is not None:
             cte = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
             # base64 never decodes to less than 57/78 of its length (76-char
             # lines + CRLF): refuse before allocating the decoded copy
             lower_bound = len(encoded) * 57 // 78 if cte == "base64" else len(encoded) // 3
             if lower_bound > limit:
                 raise Quarantine(f"attachment too large (over {limit} bytes)")
-        data = part.get_payload(decode=True)
-        if not isinstance(data, bytes):
-            data = b""
+        data = _decode_payload(part)
+        part.set_payload("")  # release the encoded copy; only ``data`` is used from here on
         if len(data) > limit:
             raise Quarantine(f"attachment too large ({len(data)} bytes, limit {limit})")
         return data
 
     def _part_text(self, part: Message) -> str:
-        data = part.get_payload(decode=True)
-        if not isinstance(data, bytes):
-            return ""
+        data = _decode_payload(part)
         text = _clean_text(decode_bytes(data, part.get_content_charset()))
-        if str(part.get_param("format", "")).lower() == "flowed":
+        if "flowed" in str(part.get("Content-Type", "")).lower() and (
+            str(part.get_param("format", "")).lower() == "flowed"
+        ):
             text = _unflow(text, str(part.get_param("delsp", "")).lower() == "yes")
         return text
 
@@ -660,7 +715,11 @@ class _Builder:
         if in_report and self.original_id is None:
             ids = _message_ids(inner.get_all("Message-ID", []))
             self.original_id = ids[0] if ids else None
-        data = inner.as_bytes(policy=compat32)
+        try:
+            data = inner.as_bytes(policy=compat32)
+        except (UnicodeError, LookupError, ValueError):
+            # the generator chokes on some broken inner messages; keep what it can render
+            data = inner.as_string(policy=compat32).encode("utf-8", "surrogateescape")
         if len(data) > self.limits.max_attachment_size:
             raise Quarantine(
                 f"attachment too large ({len(data)} bytes, limit {self.limits.max_attachment_size})"
@@ -733,7 +792,9 @@ class _Builder:
 
         ids = _message_ids(raw.get("message-id", []))
         mid_raw = raw.get("message-id", [""])[0]
-        message_id = ids[0] if ids else ((normalize_message_id(_fix_8bit(mid_raw)) or None) if mid_raw else None)
+        message_id = ids[0] if ids else None
+        if message_id is None and mid_raw.strip():
+            message_id = normalize_message_id(_fix_8bit(mid_raw)) or None
 
         headers = {name: [decode_header_value(v) for v in raw[name]] for name in KEPT_HEADERS if name in raw}
 

@@ -12,13 +12,14 @@ import email.parser
 import email.policy
 import email.utils
 import hashlib
+import itertools
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
@@ -29,7 +30,6 @@ from gateway.domain import (
     ParsedMail,
     PipelineSignal,
     Quarantine,
-    TemporaryFailure,
     normalize_address,
     normalize_message_id,
 )
@@ -42,9 +42,10 @@ from gateway.pipeline.screen import screen
 from gateway.pipeline.thread import find_ticket
 from gateway.pipeline.trust import authenticated_by
 from gateway.settings import LimitsSettings, Settings
+from gateway.store import repo
 from gateway.store.blobs import DatabaseBlobStore, FileBlobStore
-from gateway.store.db import transaction
-from gateway.store.models import Account, InboundMail, OutboundMail, ProcessedKey, utcnow
+from gateway.store.db import connection, is_transient
+from gateway.store.models import InboundMail
 
 log = logging.getLogger("gateway.pipeline")
 
@@ -102,7 +103,12 @@ def parse_job(raw: bytes, limits: LimitsSettings) -> Parsed:
         reason = f"parser error: {type(exc).__name__}"
         return Parsed(None, reason, dedup_key(raw, mid, frm), mid, frm, subject)
     return Parsed(
-        mail, None, dedup_key(raw, mail.message_id, mail.from_addr), mail.message_id, mail.from_addr, mail.subject
+        mail,
+        None,
+        dedup_key(raw, mail.message_id, mail.from_addr),
+        mail.message_id,
+        mail.from_addr,
+        mail.subject,
     )
 
 
@@ -166,15 +172,17 @@ class Runner:
             parsed = self.pool.map(_parse_job_star, ((j.raw, limits) for j in jobs), chunksize=8)
         else:
             parsed = (parse_job(j.raw, limits) for j in jobs)
-        done: list[int] = []
+        done: set[int] = set()
+        pairs = zip(jobs, parsed, strict=True)
+        size = self.settings.workers.batch_size
         try:
-            for job, result in zip(jobs, parsed, strict=True):
-                disposition = self._process_one(job, result)
-                done.append(job.id)
-                yield job.id, disposition
+            while chunk := list(itertools.islice(pairs, size)):
+                for mail_id, disposition in self._process_batch(chunk):
+                    done.add(mail_id)
+                    yield mail_id, disposition
         finally:
             # Rows not reached (temporary failure, interrupted) go back.
-            self.spool.release([i for i in claimed if i not in set(done)])
+            self.spool.release([i for i in claimed if i not in done])
 
     def _load(self, ids: list[int]) -> list[Job]:
         with Session(self.engine) as session:
@@ -186,118 +194,104 @@ class Runner:
                 for r in rows
             ]
 
-    # -- one message -----------------------------------------------------
-    def _process_one(self, job: Job, parsed: Parsed) -> Disposition:
+    # -- one batch, one message ------------------------------------------
+    def _process_batch(self, chunk: list[tuple[Job, Parsed]]) -> list[tuple[int, Disposition]]:
+        """Group commit: one transaction (one fsync) for the batch, a
+        savepoint per message so one message's failure undoes only its own
+        effect. Attachment files are synced together before the commit."""
+        out: list[tuple[int, Disposition]] = []
+        with connection(self.engine) as conn, self.blobs.group():
+            for job, parsed in chunk:
+                out.append((job.id, self._process_one(conn, job, parsed)))
+        for (job, parsed), (_, disposition) in zip(chunk, out, strict=True):
+            self._log(job, parsed, disposition)
+        return out
+
+    def _process_one(self, conn: Connection, job: Job, parsed: Parsed) -> Disposition:
         for attempt in range(MAX_RETRIES):
+            savepoint = conn.begin_nested()
             try:
-                with transaction(self.engine) as session:
-                    disposition = self._apply(session, job, parsed)
-                    self._finish(session, job.id, parsed, disposition, None)
-                self._log(job, parsed, disposition)
+                disposition = self._apply(conn, job, parsed)
+                self._finish(conn, job.id, parsed, disposition, None)
+                savepoint.commit()
                 return disposition
-            except TemporaryFailure:
-                raise
             except IntegrityError:
                 # A concurrent worker created the same account / processed a
                 # copy of this message: start over, the lookups now see it.
+                savepoint.rollback()
                 if attempt == MAX_RETRIES - 1:
-                    return self._quarantine(job, parsed, "conflicting concurrent update")
+                    return self._quarantine(conn, job, parsed, "conflicting concurrent update")
             except Quarantine as q:
-                return self._quarantine(job, parsed, q.reason)
-            except Exception as exc:  # noqa: BLE001 - shunt, keep the daemon running
+                savepoint.rollback()
+                return self._quarantine(conn, job, parsed, q.reason)
+            except Exception as exc:
+                savepoint.rollback()
+                if is_transient(exc):
+                    raise
                 log.exception("spool=%s message_id=%s: pipeline error", job.id, parsed.message_id)
-                return self._quarantine(job, parsed, f"internal error: {type(exc).__name__}")
+                return self._quarantine(conn, job, parsed, f"internal error: {type(exc).__name__}")
         raise AssertionError("unreachable")
 
-    def _apply(self, session: Session, job: Job, parsed: Parsed) -> Disposition:
+    def _apply(self, conn: Connection, job: Job, parsed: Parsed) -> Disposition:
         if parsed.mail is None:
             raise Quarantine(parsed.error or "unparseable")
-        mail = parsed.mail
         try:
-            return self._stages(session, job, mail, parsed.dedup_key)
+            return self._stages(conn, job, parsed.mail, parsed.dedup_key)
         except Ignore as ig:
             return Disposition.ignored(ig.reason)
 
-    def _stages(self, session: Session, job: Job, mail: ParsedMail, key: str) -> Disposition:
+    def _stages(self, conn: Connection, job: Job, mail: ParsedMail, key: str) -> Disposition:
         settings = self.settings
-        earlier = session.get(ProcessedKey, key)
-        if earlier is not None and earlier.inbound_mail_id != job.id:
-            raise Ignore(f"duplicate of mail {earlier.inbound_mail_id}")
+        earlier = repo.claim_processed_key(conn, key, job.id)
+        if earlier is not None:
+            raise Ignore(f"duplicate of mail {earlier}")
         reason = screen(mail, desk_addresses=self.desk_addresses, envelope_from=job.envelope_from)
         if reason is not None:
-            if reason == "bounce":
-                self._record_bounce(session, mail)
+            if reason == "bounce" and mail.report is not None:
+                report = mail.report
+                failed = [normalize_address(a) for a in report.failed_recipients]
+                repo.mark_bounced(conn, failed, report.original_message_id, report.status or "failed")
             raise Ignore(reason)
         trusted = job.trusted or authenticated_by(mail, settings.security.trusted_authserv_id)
-        sender = identify(session, mail, settings, trusted)
-        match = find_ticket(session, mail, sender, settings.desk.ticket_prefix)
+        sender = identify(conn, mail, settings, trusted)
+        match = find_ticket(conn, mail, sender, settings.desk.ticket_prefix)
         if match.ticket is None:
-            extracted = extract_fields(mail)
             applied = apply.create_ticket(
-                session,
+                conn,
                 settings,
                 self.blobs,
                 mail,
                 sender,
                 settings.request_type_for(job.recipient),
-                extracted,
+                extract_fields(mail),
                 job.id,
                 linked_key=match.closed_predecessor.key if match.closed_predecessor else None,
             )
-            notify.notify_created(session, settings, applied, sender.account, job.id)
-            disposition = Disposition.created(applied.ticket.key, applied.ticket.id)  # type: ignore[arg-type]
-        else:
-            applied = apply.add_comment(session, settings, self.blobs, mail, sender, match.ticket, job.id)
-            notify.notify_commented(session, settings, applied, sender.account, job.id)
-            disposition = Disposition.commented(applied.ticket.key, applied.ticket.id)  # type: ignore[arg-type]
-        if earlier is None:
-            session.add(ProcessedKey(key=key, inbound_mail_id=job.id))
-        return disposition
-
-    def _record_bounce(self, session: Session, mail: ParsedMail) -> None:
-        """A DSN marks the outbound mail and the failed addresses bounced."""
-        report = mail.report
-        if report is None:
-            return
-        now = utcnow()
-        if report.original_message_id:
-            session.execute(
-                update(OutboundMail)
-                .where(OutboundMail.message_id == report.original_message_id)  # type: ignore[arg-type]
-                .values(status="bounced", last_error=f"bounced: {report.status or 'failed'}")
-            )
-        for address in report.failed_recipients:
-            session.execute(
-                update(Account)
-                .where(Account.email == normalize_address(address))  # type: ignore[arg-type]
-                .values(bounced_at=now)
-            )
+            notify.notify_created(conn, settings, applied, sender.account, job.id)
+            return Disposition.created(applied.ticket.key, applied.ticket.id)
+        applied = apply.add_comment(conn, settings, self.blobs, mail, sender, match.ticket, job.id)
+        notify.notify_commented(conn, settings, applied, sender.account, job.id)
+        return Disposition.commented(applied.ticket.key, applied.ticket.id)
 
     # -- bookkeeping -----------------------------------------------------
     def _finish(
-        self, session: Session, mail_id: int, parsed: Parsed, disposition: Disposition, error: str | None
+        self, conn: Connection, mail_id: int, parsed: Parsed, disposition: Disposition, error: str | None
     ) -> None:
-        session.execute(
-            update(InboundMail)
-            .where(InboundMail.id == mail_id)  # type: ignore[arg-type]
-            .values(
-                status=disposition.status,
-                disposition=disposition.text[:500],
-                ticket_id=disposition.ticket_id,
-                error=error,
-                message_id=(parsed.message_id or None) and parsed.message_id[:998],  # type: ignore[index]
-                from_addr=(parsed.from_addr or None) and parsed.from_addr[:320],  # type: ignore[index]
-                subject=(parsed.subject or None) and parsed.subject[:998],  # type: ignore[index]
-                processed_at=utcnow(),
-                claimed_by=None,
-            )
+        repo.finish_mail(
+            conn,
+            mail_id,
+            status=str(disposition.status),
+            disposition=disposition.text[:500],
+            ticket_id=disposition.ticket_id,
+            error=error,
+            message_id=parsed.message_id[:998] if parsed.message_id else None,
+            from_addr=parsed.from_addr[:320] if parsed.from_addr else None,
+            subject=parsed.subject[:998] if parsed.subject else None,
         )
 
-    def _quarantine(self, job: Job, parsed: Parsed, reason: str) -> Disposition:
+    def _quarantine(self, conn: Connection, job: Job, parsed: Parsed, reason: str) -> Disposition:
         disposition = Disposition.quarantined(reason)
-        with transaction(self.engine) as session:
-            self._finish(session, job.id, parsed, disposition, reason)
-        self._log(job, parsed, disposition)
+        self._finish(conn, job.id, parsed, disposition, reason)
         return disposition
 
     def _log(self, job: Job, parsed: Parsed, disposition: Disposition) -> None:

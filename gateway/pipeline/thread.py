@@ -10,12 +10,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from sqlalchemy import select as sa_select
-from sqlmodel import Session, select
+from sqlalchemy import Connection
 
 from gateway.domain import ParsedMail, TicketStatus
 from gateway.pipeline.identify import Sender
-from gateway.store.models import MessageRef, Ticket, TicketParticipant
+from gateway.store import repo
+from gateway.store.repo import TicketRow
 
 # Prefixes mail clients put in front of a reply or forward subject.
 _PREFIX = r"(?:(?:re|aw|wg|fw|fwd|antw|antwort|sv|vs|tr|r|rif)\s*(?:\[\d+\])?\s*:\s*)"
@@ -23,8 +23,8 @@ _PREFIX = r"(?:(?:re|aw|wg|fw|fwd|antw|antwort|sv|vs|tr|r|rif)\s*(?:\[\d+\])?\s*
 
 @dataclass
 class ThreadMatch:
-    ticket: Ticket | None  # the ticket to comment on; None: a new ticket
-    closed_predecessor: Ticket | None = None  # reply to a closed ticket
+    ticket: TicketRow | None  # the ticket to comment on; None: a new ticket
+    closed_predecessor: TicketRow | None = None  # reply to a closed ticket
     via: str = ""  # "in-reply-to", "references", "subject" (for logs/tests)
 
 
@@ -35,7 +35,7 @@ def subject_key_patterns(prefix: str) -> tuple[re.Pattern[str], re.Pattern[str]]
     return bracketed, bare
 
 
-def may_access(session: Session, sender: Sender, ticket: Ticket) -> bool:
+def may_access(conn: Connection, sender: Sender, ticket: TicketRow) -> bool:
     """Reporter, participant, member of the organization the ticket is
     shared with, or an agent (with agent privileges in effect)."""
     account = sender.account
@@ -43,11 +43,7 @@ def may_access(session: Session, sender: Sender, ticket: Ticket) -> bool:
         return True
     if ticket.organization_id is not None and ticket.organization_id == account.organization_id:
         return True
-    return (
-        session.get(TicketParticipant, (ticket.id, account.id)) is not None
-        if account.id is not None and ticket.id is not None
-        else False
-    )
+    return repo.is_participant(conn, ticket.id, account.id)
 
 
 def candidate_ids(mail: ParsedMail) -> list[str]:
@@ -61,49 +57,30 @@ def candidate_ids(mail: ParsedMail) -> list[str]:
     return out[:100]  # a hostile References header must not cost more
 
 
-def _tickets_by_reference(session: Session, ids: list[str]) -> list[tuple[Ticket, str]]:
-    if not ids:
-        return []
-    rows = session.execute(
-        sa_select(MessageRef.message_id, MessageRef.ticket_id).where(
-            MessageRef.message_id.in_(ids)  # type: ignore[attr-defined]
-        )
-    ).all()
-    by_mid: dict[str, list[int]] = {}
-    for mid, tid in rows:
-        by_mid.setdefault(mid, []).append(tid)
-    out: list[tuple[Ticket, str]] = []
+def _candidates(conn: Connection, mail: ParsedMail, prefix: str) -> list[tuple[TicketRow, str]]:
+    ids = candidate_ids(mail)
+    known = repo.tickets_by_message_ids(conn, ids)
+    out: list[tuple[TicketRow, str]] = []
     for pos, mid in enumerate(ids):
-        for tid in sorted(by_mid.get(mid, ())):
-            ticket = session.get(Ticket, tid)
-            if ticket is not None:
-                out.append((ticket, "in-reply-to" if pos < 1 else "references"))
-    return out
-
-
-def _tickets_by_subject(session: Session, subject: str, prefix: str) -> list[Ticket]:
+        for ticket in known.get(mid, ()):
+            out.append((ticket, "in-reply-to" if pos == 0 and mail.in_reply_to else "references"))
     bracketed, bare = subject_key_patterns(prefix)
-    numbers = [int(m.group(1)) for m in bracketed.finditer(subject)]
-    m = bare.match(subject)
+    numbers = [int(m.group(1)) for m in bracketed.finditer(mail.subject)]
+    m = bare.match(mail.subject)
     if m:
         numbers.append(int(m.group(1)))
-    out = []
-    for number in dict.fromkeys(numbers):
-        ticket = session.exec(select(Ticket).where(Ticket.number == number)).first()
-        if ticket is not None:
-            out.append(ticket)
+    by_number = repo.tickets_by_number(conn, list(dict.fromkeys(numbers)))
+    out += [(by_number[n], "subject") for n in dict.fromkeys(numbers) if n in by_number]
     return out
 
 
-def find_ticket(session: Session, mail: ParsedMail, sender: Sender, prefix: str) -> ThreadMatch:
-    candidates = _tickets_by_reference(session, candidate_ids(mail))
-    candidates += [(t, "subject") for t in _tickets_by_subject(session, mail.subject, prefix)]
-    seen: set[int | None] = set()
-    for ticket, via in candidates:
+def find_ticket(conn: Connection, mail: ParsedMail, sender: Sender, prefix: str) -> ThreadMatch:
+    seen: set[int] = set()
+    for ticket, via in _candidates(conn, mail, prefix):
         if ticket.id in seen:
             continue
         seen.add(ticket.id)
-        if not may_access(session, sender, ticket):
+        if not may_access(conn, sender, ticket):
             continue
         if ticket.status == TicketStatus.closed and not sender.is_agent:
             return ThreadMatch(ticket=None, closed_predecessor=ticket, via=via)

@@ -12,10 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.pool import NullPool
 from sqlmodel import Session
 
 from gateway.domain import TemporaryFailure
@@ -35,9 +34,10 @@ def make_engine(url: str, busy_timeout_ms: int = 5000) -> Engine:
         engine = create_engine(
             url,
             connect_args={"timeout": busy_timeout_ms / 1000, "check_same_thread": False},
-            # A pool of per-thread connections would keep WAL readers open
-            # across processes; NullPool is simple and the connect is cheap.
-            poolclass=NullPool,
+            # Keep connections open: closing the last one checkpoints and
+            # removes the WAL, which costs milliseconds every time.
+            pool_size=8,
+            max_overflow=8,
         )
         _install_sqlite_pragmas(engine, busy_timeout_ms)
         return engine
@@ -78,6 +78,21 @@ def transaction(engine: Engine) -> Iterator[Session]:
     try:
         with Session(engine, expire_on_commit=False) as session, session.begin():
             yield session
+    except TemporaryFailure:
+        raise
+    except Exception as exc:
+        if is_transient(exc):
+            raise TemporaryFailure(_short_reason(exc)) from exc
+        raise
+
+
+@contextlib.contextmanager
+def connection(engine: Engine) -> Iterator[Connection]:
+    """One write transaction on a Core connection (the pipeline's hot
+    path); same error mapping as ``transaction``."""
+    try:
+        with engine.begin() as conn:
+            yield conn
     except TemporaryFailure:
         raise
     except Exception as exc:

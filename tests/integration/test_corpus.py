@@ -24,8 +24,8 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from gateway.app import App
-from gateway.views import mail_list
 from gateway.store.models import Account, InboundMail, Organization, OrganizationDomain, OutboundMail, Ticket
+from gateway.views import mail_list
 from tests.shared import shared_tool
 
 N, SEED = 2000, 1
@@ -44,7 +44,16 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     out = tmp_path_factory.mktemp("corpus")
     mbox = out / "corpus.mbox"
     subprocess.run(
-        [sys.executable, str(shared_tool("make_corpus.py")), "--n", str(N), "--seed", str(SEED), "--mbox", str(mbox)],
+        [
+            sys.executable,
+            str(shared_tool("make_corpus.py")),
+            "--n",
+            str(N),
+            "--seed",
+            str(SEED),
+            "--mbox",
+            str(mbox),
+        ],
         check=True,
         capture_output=True,
     )
@@ -56,9 +65,18 @@ def _score(app: App, manifest: Path, tmp_path: Path) -> dict[str, dict[str, int]
     with Session(app.engine) as s:
         rows = mail_list(s)
     tsv = tmp_path / "map.tsv"
-    tsv.write_text("".join(f"{r['message_id']}\t{r['ticket']}\n" for r in rows if r["ticket"] and r["message_id"]))
+    tsv.write_text(
+        "".join(f"{r['message_id']}\t{r['ticket']}\n" for r in rows if r["ticket"] and r["message_id"])
+    )
     result = subprocess.run(
-        [sys.executable, str(shared_tool("eval_threading.py")), "--manifest", str(manifest), "--map", str(tsv)],
+        [
+            sys.executable,
+            str(shared_tool("eval_threading.py")),
+            "--manifest",
+            str(manifest),
+            "--map",
+            str(tsv),
+        ],
         check=True,
         capture_output=True,
         text=True,

@@ -65,7 +65,9 @@ def ticket(app: App, key: str) -> Ticket:
 def comments(app: App, key: str) -> list[tuple[str, str, bool]]:
     with Session(app.engine) as s:
         t = s.exec(select(Ticket).where(Ticket.key == key)).one()
-        rows = s.exec(select(Comment, Account).join(Account).where(Comment.ticket_id == t.id).order_by(Comment.id))
+        rows = s.exec(
+            select(Comment, Account).join(Account).where(Comment.ticket_id == t.id).order_by(Comment.id)
+        )
         return [(a.email, c.body, c.public) for c, a in rows]
 
 
@@ -105,7 +107,11 @@ def test_new_request_creates_ticket_with_fields_and_invitation(desk: App) -> Non
     with Session(desk.engine) as s:
         reporter = s.get(Account, t.reporter_id)
         assert reporter is not None
-        assert (reporter.email, reporter.state, reporter.locale) == ("anna.mueller@bauwerk-ag.de", "unverified", "de")
+        assert (reporter.email, reporter.state, reporter.locale) == (
+            "anna.mueller@bauwerk-ag.de",
+            "unverified",
+            "de",
+        )
     # unknown sender: one signup invitation, nothing for the CC'd stranger
     assert outbox(desk) == [("anna.mueller@bauwerk-ag.de", "signup_invitation", "SD-1")]
 
@@ -136,13 +142,13 @@ def test_invitation_at_most_once_per_day(desk: App) -> None:
 def test_reply_threads_as_comment(desk: App, reply: str) -> None:
     assert ingest(desk, "new-request-de.eml", reply) == 0
     assert last_mail(desk).disposition == "commented SD-1"
-    (author, body, public), = comments(desk, "SD-1")
+    ((author, body, public),) = comments(desk, "SD-1")
     assert author == "anna.mueller@bauwerk-ag.de" and public
 
 
 def test_reply_stores_new_text_only(desk: App) -> None:
     ingest(desk, "new-request-de.eml", "reply-in-reply-to-outlook-de.eml")
-    (_, body, _), = comments(desk, "SD-1")
+    ((_, body, _),) = comments(desk, "SD-1")
     assert "DOC-004711" in body
     assert "Ursprüngliche Nachricht" not in body and "seit heute Vormittag" not in body
 
@@ -213,7 +219,11 @@ def test_trusted_agent_reply_is_public_and_relayed(desk: App) -> None:
     make_agent(desk, "sam.agent@xitrust.com")
     ingest(desk, "new-request-de.eml", "agent-reply-trusted.eml")
     assert comments(desk, "SD-1") == [
-        ("sam.agent@xitrust.com", "Bitte installieren Sie das Update 9.2.3, dann ist der Fehler behoben.", True)
+        (
+            "sam.agent@xitrust.com",
+            "Bitte installieren Sie das Update 9.2.3, dann ist der Fehler behoben.",
+            True,
+        )
     ]
     assert ticket(desk, "SD-1").status == "waiting_for_customer"
     assert outbox(desk)[-1] == ("anna.mueller@bauwerk-ag.de", "comment_added", "SD-1")
@@ -224,7 +234,7 @@ def test_agent_internal_note_is_not_relayed(desk: App) -> None:
     ingest(desk, "new-request-de.eml")
     before = outbox(desk)
     ingest(desk, "agent-reply-internal.eml")
-    (author, body, public), = comments(desk, "SD-1")
+    ((author, body, public),) = comments(desk, "SD-1")
     assert (author, public) == ("sam.agent@xitrust.com", False)
     assert body.strip() == "Kunde hat noch Version 9.1, Lizenz pruefen."
     assert outbox(desk) == before
@@ -274,7 +284,9 @@ def test_auto_mails_per_hour_capped(app: App) -> None:
     assert len(outbox(capped)) == 1
 
 
-def test_oversize_message_rejected_with_65(app: App, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_oversize_message_rejected_with_65(
+    app: App, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     small = configured(app, smtp={"max_message_size": 200})
     assert ingest(small, "new-request-de.eml") == 65
     err = capsys.readouterr().err

@@ -192,14 +192,14 @@ def test_ticket_show_human(config: str, seed: Seed, capsys: pytest.CaptureFixtur
 
 def test_ticket_list_and_filters(config: str, seed: Seed, capsys: pytest.CaptureFixture[str]) -> None:
     items = run_json(capsys, "--config", config, "ticket", "list")
-    assert [t["key"] for t in items] == ["SD-12", "SD-13"]  # type: ignore[index, union-attr]
-    assert items[0] == {  # type: ignore[index]
+    assert [t["key"] for t in items] == ["SD-12", "SD-13"]
+    assert items[0] == {
         "key": "SD-12", "summary": "Signatur schlägt fehl", "status": "waiting_for_support",
         "priority": "high", "request_type": "technical_support", "reporter": "anna@bauwerk-ag.de",
         "organization": "Bauwerk AG", "created_at": "2026-11-27T09:30:00+00:00",
         "updated_at": "2026-11-27T10:30:00+00:00",
     }
-    keys = lambda *a: [t["key"] for t in run_json(capsys, "--config", config, "ticket", "list", *a)]  # type: ignore[union-attr, index]  # noqa: E731
+    keys = lambda *a: [t["key"] for t in run_json(capsys, "--config", config, "ticket", "list", *a)]  # noqa: E731
     assert keys("--status", "resolved") == ["SD-13"]
     assert keys("--org", "Bauwerk AG") == ["SD-12"]
     assert keys("--reporter", "KAI@bauwerk-ag.de") == ["SD-13"]
@@ -300,7 +300,7 @@ def test_org_create_list_and_refusals(config: str, seed: Seed, capsys: pytest.Ca
         assert code == 1, argv
         assert needle in err
         assert_one_line(err)
-    names = [o["name"] for o in run_json(capsys, "--config", config, "org", "list")]  # type: ignore[union-attr, index]
+    names = [o["name"] for o in run_json(capsys, "--config", config, "org", "list")]
     assert names == ["Bauwerk AG", "Northwind Ltd"]  # nothing half-created
 
 
@@ -311,19 +311,19 @@ def test_org_add_member_and_accounts(config: str, seed: Seed, capsys: pytest.Cap
     shown = run_json(capsys, "--config", config, "account", "show", "new.person@bauwerk-ag.de")
     assert shown == {
         "email": "new.person@bauwerk-ag.de", "name": "", "state": "unverified", "role": "customer",
-        "organization": "Bauwerk AG", "locale": None, "created_at": shown["created_at"], "tickets": [],  # type: ignore[index]
+        "organization": "Bauwerk AG", "locale": None, "created_at": shown["created_at"], "tickets": [],
     }
     anna = run_json(capsys, "--config", config, "account", "show", "Anna@Bauwerk-AG.de")
-    assert anna["tickets"] == ["SD-12"] and anna["created_at"] == "2026-11-27T09:30:00+00:00"  # type: ignore[index]
+    assert anna["tickets"] == ["SD-12"] and anna["created_at"] == "2026-11-27T09:30:00+00:00"
     # an existing account moves; no duplicate is created
     run(capsys, "--config", config, "org", "create", "XiTrust", "--domain", "xitrust.com")
     code, out, _ = run(capsys, "--config", config, "org", "add-member", "XiTrust", "agent@xitrust.com")
     assert code == 0 and "new" not in out
     accounts = run_json(capsys, "--config", config, "account", "list")
-    assert [a["email"] for a in accounts] == [  # type: ignore[union-attr, index]
+    assert [a["email"] for a in accounts] == [
         "agent@xitrust.com", "anna@bauwerk-ag.de", "kai@bauwerk-ag.de", "new.person@bauwerk-ag.de"
     ]
-    assert accounts[0]["organization"] == "XiTrust" and accounts[0]["role"] == "agent"  # type: ignore[index]
+    assert accounts[0]["organization"] == "XiTrust" and accounts[0]["role"] == "agent"
     code, _, err = run(capsys, "--config", config, "org", "add-member", "XiTrust", "not-an-address")
     assert code == 1 and "not an e-mail address" in err
     code, out, _ = run(capsys, "--config", config, "account", "list")
@@ -344,11 +344,11 @@ def test_mail_list_and_show(config: str, seed: Seed, capsys: pytest.CaptureFixtu
         "disposition": "created SD-12", "ticket": "SD-12", "error": None,
     }
     quarantined = run_json(capsys, "--config", config, "mail", "list", "--status", "quarantined")
-    assert [(m["id"], m["ticket"], m["error"]) for m in quarantined] == [  # type: ignore[union-attr, index]
+    assert [(m["id"], m["ticket"], m["error"]) for m in quarantined] == [
         (seed.mail_quarantined, None, "no From header")
     ]
     detail = run_json(capsys, "--config", config, "mail", "show", str(seed.mail_done))
-    assert detail["subject"] == "Fehler" and detail["raw_size"] == len(RAW)  # type: ignore[index]
+    assert detail["subject"] == "Fehler" and detail["raw_size"] == len(RAW)
     code, out, _ = run(capsys, "--config", config, "mail", "show", str(seed.mail_quarantined))
     assert code == 0 and "no From header" in out
 
@@ -374,7 +374,7 @@ def test_outbox_list_and_retry(app: App, config: str, seed: Seed, capsys: pytest
         "message_id": "<o1@xitrust.com>", "ticket": "SD-12", "status": "failed", "attempts": 5,
         "last_error": "550 mailbox unavailable",
     }
-    assert [o["id"] for o in run_json(capsys, "--config", config, "outbox", "list", "--status", "sent")] == [  # type: ignore[union-attr, index]
+    assert [o["id"] for o in run_json(capsys, "--config", config, "outbox", "list", "--status", "sent")] == [
         seed.out_sent
     ]
     code, _, err = run(capsys, "--config", config, "outbox", "retry", str(seed.out_failed))
@@ -400,8 +400,8 @@ def test_check_config_toml_and_json(tmp_path: Path, capsys: pytest.CaptureFixtur
         '[routing]\n"Support@XiTrust.com" = "technical_support"\n'
     )
     data = run_json(capsys, "check-config", "--config", str(path))
-    assert data["database"]["url"] == "postgresql+psycopg://gw:********@db/gw"  # type: ignore[index]
-    assert data["security"]["secret_key"] == "********"  # type: ignore[index]
+    assert data["database"]["url"] == "postgresql+psycopg://gw:********@db/gw"
+    assert data["security"]["secret_key"] == "********"
     code, out, _ = run(capsys, "check-config", "--config", str(path))
     assert code == 0
     assert "s3cret" not in out and "topsecret" not in out

@@ -1,0 +1,463 @@
+"""SMTP/LMTP listener: accept a message only for the desk's own addresses,
+commit its raw bytes durably to the spool, and only then answer ``250``.
+
+The pieces, each small:
+
+- ``GroupCommitter`` collects messages from all sessions and writes them to
+  the spool with one ``Spool.put_many`` per batch (one database commit for
+  many messages) in a thread, then resolves each session's future.
+- ``DeskHandler`` is the aiosmtpd handler: RCPT policy, DATA -> committer.
+- ``GatewaySMTP`` / ``GatewayLMTP`` add what aiosmtpd leaves to the
+  application: connection limits, a DATA timeout, and a ``451`` (never a
+  ``500`` with the exception text) when something goes wrong.
+- ``Listener`` ties them together with ``loop.create_server`` inside the
+  daemon's own loop and shuts down gracefully.
+
+Nothing here parses mail or touches tickets; that is the pipeline's job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from aiosmtpd.lmtp import LMTP
+from aiosmtpd.smtp import SMTP, Envelope
+from aiosmtpd.smtp import Session as SmtpSession
+
+from gateway.domain import RequestType, normalize_address
+from gateway.ingress.spool import Spool, SpoolItem
+from gateway.store.blobs import FileBlobStore
+
+log = logging.getLogger("gateway.smtp")
+
+# Replies. Transient trouble is always 451 with a generic text: the client
+# (an MTA) retries, and no internal detail leaks to the outside.
+R_OK = "250 2.0.0 OK: queued"
+R_RCPT_OK = "250 2.1.5 OK"
+R_TEMPFAIL = "451 4.3.0 Temporary failure, please try again later"
+R_NO_SUCH_USER = "550 5.1.1 Recipient address rejected: not a service desk address"
+R_TOO_MANY_RCPT = "452 4.5.3 Too many recipients"
+R_TOO_MANY_CONN = b"421 4.7.0 Too many connections, try again later\r\n"
+R_SHUTDOWN = b"421 4.3.2 Service shutting down, try again later\r\n"
+NULL_SENDER = "<>"
+
+
+# -- group commit ---------------------------------------------------------
+
+
+@dataclass
+class _Pending:
+    item: SpoolItem
+    future: asyncio.Future[int]
+
+
+class GroupCommitter:
+    """One task that turns many sessions' messages into few commits.
+
+    A session awaits ``submit``; the committer takes everything that is
+    waiting (what arrived while the previous commit ran, plus ``window``
+    seconds' worth), writes it with one ``put_many`` in ``executor`` and
+    resolves every future with its spool id, or with the exception. At low
+    load a message waits for at most ``window``; at high load batches grow
+    by themselves because messages queue while a commit is in flight.
+    """
+
+    def __init__(
+        self,
+        spool: Spool,
+        executor: Executor,
+        *,
+        window: float = 0.002,
+        max_batch: int = 256,
+        on_commit: Callable[[list[int]], None] | None = None,
+    ) -> None:
+        self.spool = spool
+        self.executor = executor
+        self.window = window
+        self.max_batch = max_batch
+        self.on_commit = on_commit
+        self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self.batches = 0  # for tests and the benchmark: commits made
+        self.committed = 0
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="spool-committer")
+
+    async def stop(self) -> None:
+        """Commit what is queued, then end."""
+        if self._task is None:
+            return
+        await self._queue.put(None)
+        await self._task
+        self._task = None
+
+    async def submit(self, item: SpoolItem) -> int:
+        """Spool ``item`` durably; returns its spool id. Raises what
+        ``put_many`` raised (TemporaryFailure for disk or database trouble)."""
+        if self._task is None or self._task.done():
+            raise RuntimeError("spool committer is not running")
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Pending(item, future))
+        return await future
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        stopping = False
+        while not stopping:
+            first = await self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            if self.window and self._queue.empty():
+                # Alone in the queue: give concurrent sessions a moment to join.
+                await asyncio.sleep(self.window)
+            while len(batch) < self.max_batch and not self._queue.empty():
+                nxt = self._queue.get_nowait()
+                if nxt is None:
+                    stopping = True
+                    break
+                batch.append(nxt)
+            await self._commit(loop, batch)
+
+    async def _commit(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
+        try:
+            ids = await loop.run_in_executor(self.executor, self.spool.put_many, [p.item for p in batch])
+        except Exception as exc:  # every session of the batch gets its 451
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(exc)
+            return
+        self.batches += 1
+        self.committed += len(ids)
+        for p, spool_id in zip(batch, ids, strict=True):
+            if not p.future.done():  # the session may have gone away meanwhile
+                p.future.set_result(spool_id)
+        if self.on_commit is not None:
+            self.on_commit(ids)
+
+
+# -- the aiosmtpd handler -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ListenerConfig:
+    """What the listener needs from Settings (the daemon builds it)."""
+
+    host: str
+    port: int
+    desk_addresses: frozenset[str]
+    routing: dict[str, RequestType]
+    lmtp: bool = False
+    max_message_size: int = 26_214_400
+    max_recipients: int = 100
+    trusted: bool = False
+    max_connections: int = 100
+    max_connections_per_ip: int = 20
+    command_timeout: float = 300.0
+    data_timeout: float = 600.0
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    hostname: str | None = None  # for the greeting; default: the FQDN
+
+
+class DeskHandler:
+    """aiosmtpd handler: only the desk's addresses are recipients (never a
+    relay), and DATA is answered only after the durable commit."""
+
+    def __init__(
+        self,
+        config: ListenerConfig,
+        committer: GroupCommitter,
+        blob_writer: Callable[[bytes], object] | None = None,
+        blob_executor: Executor | None = None,
+    ) -> None:
+        self.config = config
+        self.committer = committer
+        # Writing the raw blob (an fsync each) before the group commit lets
+        # many sessions' fsyncs run in parallel threads; put_many then finds
+        # the blob already there and only commits the rows.
+        self.blob_writer = blob_writer
+        self.blob_executor = blob_executor
+
+    async def handle_RCPT(
+        self, server: SMTP, session: SmtpSession, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> str:
+        if normalize_address(address) not in self.config.desk_addresses:
+            return R_NO_SUCH_USER
+        if len(envelope.rcpt_tos) >= self.config.max_recipients:
+            return R_TOO_MANY_RCPT
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return R_RCPT_OK
+
+    async def handle_DATA(self, server: SMTP, session: SmtpSession, envelope: Envelope) -> str:
+        raw = envelope.original_content or b""
+        item = SpoolItem(
+            raw=bytes(raw),
+            source="lmtp" if self.config.lmtp else "smtp",
+            envelope_from=envelope.mail_from or NULL_SENDER,
+            recipient=self._pick_recipient(envelope.rcpt_tos),
+            trusted=self.config.trusted,
+        )
+        try:
+            if self.blob_writer is not None:
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(self.blob_executor, self.blob_writer, item.raw)
+            spool_id = await self.committer.submit(item)
+        except Exception:
+            # TemporaryFailure (database busy or down, disk full) or a bug:
+            # either way the client must retry, and must not see internals.
+            log.warning("peer=%s: message not accepted", session.peer, exc_info=True)
+            status = R_TEMPFAIL
+        else:
+            log.debug("peer=%s: spooled as %s", session.peer, spool_id)
+            status = R_OK
+        if self.config.lmtp:
+            # LMTP wants one reply per accepted recipient; they share one
+            # commit, so they share its outcome.
+            return "\r\n".join([status] * len(envelope.rcpt_tos))
+        return status
+
+    def _pick_recipient(self, rcpt_tos: list[str]) -> str | None:
+        """One spool row per message: the recipient that picks the request
+        type is the most specific one (a routing alias beats the general
+        address)."""
+        addresses = [normalize_address(a) for a in rcpt_tos]
+        for addr in addresses:
+            if self.config.routing.get(addr, RequestType.other) != RequestType.other:
+                return addr
+        return addresses[0] if addresses else None
+
+
+# -- the protocol: limits, timeouts, safe errors ---------------------------
+
+
+class ConnectionTracker:
+    """Open sessions, counted globally and per client IP."""
+
+    def __init__(self, max_total: int, max_per_ip: int) -> None:
+        self.max_total = max_total
+        self.max_per_ip = max_per_ip
+        self.sessions: set[_GatewayMixin] = set()
+        self.per_ip: dict[str, int] = {}
+
+    def admit(self, proto: _GatewayMixin, ip: str) -> bool:
+        if len(self.sessions) >= self.max_total or self.per_ip.get(ip, 0) >= self.max_per_ip:
+            return False
+        self.sessions.add(proto)
+        self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
+        return True
+
+    def release(self, proto: _GatewayMixin, ip: str) -> None:
+        if proto in self.sessions:
+            self.sessions.discard(proto)
+            left = self.per_ip.get(ip, 1) - 1
+            if left > 0:
+                self.per_ip[ip] = left
+            else:
+                self.per_ip.pop(ip, None)
+
+
+class _GatewayMixin(SMTP):
+    """Behaviour shared by the SMTP and LMTP protocols of the listener."""
+
+    def __init__(
+        self, handler: DeskHandler, *, tracker: ConnectionTracker, data_timeout: float, **kwargs: Any
+    ) -> None:
+        super().__init__(handler, **kwargs)
+        self._tracker = tracker
+        self._data_timeout = data_timeout
+        self._peer_ip = ""
+        self._admitted = False
+        self._refused = False
+
+    # Connection limits: decided before the greeting, answered with 421.
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if not self._admitted and not self._refused:  # not the STARTTLS re-entry
+            peer = transport.get_extra_info("peername")
+            self._peer_ip = str(peer[0]) if peer else "?"
+            if not self._tracker.admit(self, self._peer_ip):
+                self._refused = True
+                log.warning("peer=%s: connection refused: too many connections", peer)
+                assert isinstance(transport, asyncio.WriteTransport)
+                transport.write(R_TOO_MANY_CONN)
+                transport.close()
+                return
+            self._admitted = True
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._refused:
+            return  # aiosmtpd never set up a session for this connection
+        self._tracker.release(self, self._peer_ip)
+        super().connection_lost(error)
+
+    # The DATA phase gets its own (longer) deadline; aiosmtpd's single
+    # timeout would otherwise cut off a large message on a slow link, or let
+    # a dribbling client hold the session as long as it sends a byte a while.
+    async def smtp_DATA(self, arg: str) -> None:
+        self._reset_timeout(self._data_timeout)
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            if self.transport is not None:
+                self._reset_timeout()
+
+    async def handle_exception(self, error: Exception) -> str:
+        # aiosmtpd's default answers "500 Error: (Type) text": a permanent
+        # failure that would bounce the mail and leak internals.
+        log.error("peer=%s: session error", self.session.peer if self.session else None, exc_info=error)
+        self._set_rset_state()
+        return R_TEMPFAIL
+
+    @property
+    def in_transaction(self) -> bool:
+        """Between MAIL FROM and the reply to DATA: shutdown waits for it."""
+        return bool(self.envelope is not None and self.envelope.mail_from)
+
+    def shut_down(self) -> None:
+        """Tell an idle client we are going away and close (RFC 5321 421)."""
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            assert isinstance(transport, asyncio.WriteTransport)
+            transport.write(R_SHUTDOWN)
+            transport.close()
+
+
+class GatewaySMTP(_GatewayMixin):
+    pass
+
+
+class GatewayLMTP(_GatewayMixin, LMTP):
+    pass
+
+
+# -- the listener -----------------------------------------------------------
+
+
+def make_tls_context(cert: str, key: str) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+class Listener:
+    """The SMTP/LMTP server inside the caller's event loop.
+
+    ``start`` binds and returns; ``stop`` stops accepting, lets sessions in
+    the middle of a transaction finish (up to ``grace`` seconds), closes the
+    idle ones with 421 and flushes the committer.
+    """
+
+    def __init__(
+        self,
+        config: ListenerConfig,
+        spool: Spool,
+        *,
+        on_commit: Callable[[list[int]], None] | None = None,
+        io_threads: int = 32,
+        commit_window: float = 0.002,
+    ) -> None:
+        self.config = config
+        self.spool = spool
+        # Threads, not the loop, do every blocking call (fsync, database).
+        self.io_executor = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="smtp-io")
+        self.commit_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool-commit")
+        self.committer = GroupCommitter(
+            spool, self.commit_executor, window=commit_window, on_commit=on_commit
+        )
+        blobs = spool.blobs
+        writer: Callable[[bytes], object] | None = None
+        if isinstance(blobs, FileBlobStore):
+            writer = lambda raw: blobs.put(None, raw)  # noqa: E731 - tiny adapter
+        self.handler = DeskHandler(config, self.committer, writer, self.io_executor)
+        self.tracker = ConnectionTracker(config.max_connections, config.max_connections_per_ip)
+        self.tls_context = make_tls_context(config.tls_cert, config.tls_key) if (
+            config.tls_cert and config.tls_key
+        ) else None
+        self.server: asyncio.Server | None = None
+        self.hostname = config.hostname or ""
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound address (the real port when configured as 0)."""
+        assert self.server is not None and self.server.sockets
+        host, port = self.server.sockets[0].getsockname()[:2]
+        return str(host), int(port)
+
+    def protocol_factory(self) -> SMTP:
+        cls = GatewayLMTP if self.config.lmtp else GatewaySMTP
+        return cls(
+            self.handler,
+            tracker=self.tracker,
+            data_timeout=self.config.data_timeout,
+            data_size_limit=self.config.max_message_size,
+            enable_SMTPUTF8=True,
+            hostname=self.hostname,
+            tls_context=self.tls_context,
+            timeout=self.config.command_timeout,
+            loop=asyncio.get_running_loop(),
+        )
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        if not self.hostname:
+            # getfqdn may ask DNS: once, in a thread, not per connection.
+            self.hostname = await loop.run_in_executor(self.io_executor, socket.getfqdn)
+        self.committer.start()
+        self.server = await loop.create_server(
+            self.protocol_factory, host=self.config.host, port=self.config.port, reuse_address=True
+        )
+
+    async def stop(self, grace: float = 30.0) -> None:
+        if self.server is not None:
+            self.server.close()  # stop accepting; open sessions go on
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while loop.time() < deadline:
+            for proto in list(self.tracker.sessions):
+                if not proto.in_transaction:
+                    proto.shut_down()
+            if not self.tracker.sessions:
+                break
+            await asyncio.sleep(0.02)
+        for proto in list(self.tracker.sessions):
+            proto.shut_down()  # grace is over: nothing of theirs was acknowledged
+        await self.committer.stop()
+        if self.server is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.server.wait_closed(), 5)
+            self.server = None
+        self.io_executor.shutdown(wait=False, cancel_futures=True)
+        self.commit_executor.shutdown(wait=True)
+
+
+def listener_config(settings: Any) -> ListenerConfig:
+    """ListenerConfig from Settings (``[smtp]`` and the desk's addresses)."""
+    smtp = settings.smtp
+    host, _, port = smtp.listen.rpartition(":")
+    return ListenerConfig(
+        host=host.strip("[]") or "127.0.0.1",
+        port=int(port),
+        desk_addresses=settings.desk_addresses(),
+        routing=dict(settings.routing),
+        lmtp=smtp.lmtp,
+        max_message_size=smtp.max_message_size,
+        max_recipients=smtp.max_recipients,
+        trusted=smtp.trusted,
+        max_connections=smtp.max_connections,
+        max_connections_per_ip=smtp.max_connections_per_ip,
+        command_timeout=smtp.command_timeout,
+        data_timeout=smtp.data_timeout,
+        tls_cert=smtp.tls_cert,
+        tls_key=smtp.tls_key,
+    )

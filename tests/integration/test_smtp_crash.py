@@ -1,0 +1,250 @@
+"""``gateway serve`` as a real process: SIGKILL while clients send 1,000
+messages, restart, and check that every acknowledged message has exactly
+one effect and that retrying the unacknowledged ones creates no second
+effect. Also: SIGTERM lets an open SMTP transaction finish and exits 0.
+On SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from gateway.app import App
+from gateway.settings import Settings
+
+CORPUS_TOOL = Path("/work/shared/tools/make_corpus.py")
+DESK = "servicedesk@xitrust.com"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """``python -m gateway serve`` configured through the environment."""
+
+    def __init__(self, db_url: str, tmp_path: Path) -> None:
+        self.port = free_port()
+        self.tmp_path = tmp_path
+        self.env = {k: v for k, v in os.environ.items() if not k.upper().startswith("GATEWAY_")}
+        self.env.update(
+            GATEWAY__DATABASE__URL=db_url,
+            GATEWAY__STORAGE__BLOBS=str(tmp_path / "blobs"),
+            GATEWAY__OUTBOUND__MAILDIR=str(tmp_path / "sent"),
+            GATEWAY__SMTP__LISTEN=f"127.0.0.1:{self.port}",
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        self.log = self.tmp_path / f"serve-{self.starts}.log"
+        with open(self.log, "wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gateway", "serve"], env=self.env, cwd=self.tmp_path,
+                stdout=subprocess.DEVNULL, stderr=err,
+            )
+        deadline = time.monotonic() + 60
+        while b"listening on 127.0.0.1:" not in self.log.read_bytes():
+            assert self.proc.poll() is None, f"serve exited: {self.log.read_text()}"
+            assert time.monotonic() < deadline, f"serve not ready: {self.log.read_text()}"
+            time.sleep(0.05)
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def stop(self) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.signal(signal.SIGTERM)
+        return self.wait(60)
+
+
+@pytest.fixture
+def server(db_url: str, tmp_path: Path, clean_env: None) -> Iterator[Server]:
+    settings = Settings(database={"url": db_url}, storage={"blobs": str(tmp_path / "blobs")})
+    app = App(settings)
+    app.db_upgrade()  # PostgreSQL needs it; `serve` migrates SQLite itself
+    app.engine.dispose()
+    srv = Server(db_url, tmp_path)
+    try:
+        yield srv
+    finally:
+        if srv.proc is not None and srv.proc.poll() is None:
+            srv.proc.kill()
+            srv.proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[str, bytes]]:
+    """(Message-ID, raw bytes) of 1,000 realistic messages."""
+    base = tmp_path_factory.mktemp("corpus")
+    subprocess.run(
+        [sys.executable, str(CORPUS_TOOL), "--n", "1000", "--seed", "2", "--dir", str(base / "mail")],
+        check=True, capture_output=True, timeout=120,
+    )
+    out = []
+    for path in sorted((base / "mail").glob("*.eml")):
+        raw = path.read_bytes()
+        mid = next(
+            line.split(b":", 1)[1].strip().decode()
+            for line in raw.split(b"\n")
+            if line.lower().startswith(b"message-id:")
+        )
+        out.append((mid, raw))
+    assert len(out) == 1000 and len({m for m, _ in out}) == 1000
+    return out
+
+
+def send_all(port: int, messages: list[tuple[str, bytes]], connections: int,
+             acked: set[str], stop_after: int | None = None, on_threshold: threading.Event | None = None) -> None:
+    """Send over several connections; record the Message-IDs answered 250.
+    A connection that breaks (the server was killed) ends its thread."""
+    lock = threading.Lock()
+
+    def worker(chunk: list[tuple[str, bytes]]) -> None:
+        try:
+            with smtplib.SMTP("127.0.0.1", port, timeout=30) as c:
+                for mid, raw in chunk:
+                    c.sendmail("sender@example.net", [DESK], raw)
+                    with lock:
+                        acked.add(mid)
+                        if stop_after is not None and on_threshold and len(acked) >= stop_after:
+                            on_threshold.set()
+        except (smtplib.SMTPException, OSError):
+            pass  # killed: the rest of the chunk is unacknowledged
+
+    threads = [threading.Thread(target=worker, args=(messages[i::connections],)) for i in range(connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+
+
+def wait_processed(db_url: str, timeout: float = 300) -> None:
+    engine = create_engine(db_url)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            with engine.connect() as conn:
+                left = conn.execute(
+                    text("SELECT count(*) FROM inbound_mail WHERE status IN ('queued', 'processing')")
+                ).scalar_one()
+            if left == 0:
+                return
+            assert time.monotonic() < deadline, f"{left} messages still unprocessed"
+            time.sleep(0.5)
+    finally:
+        engine.dispose()
+
+
+def effects(db_url: str) -> tuple[Counter[str], list[tuple[str, str, str]]]:
+    """Effects per Message-ID (a ticket, a comment or an ignored entry that
+    is not a duplicate), and every row for diagnostics."""
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            rows = [
+                (str(r[0]), str(r[1]), str(r[2]))
+                for r in conn.execute(text("SELECT message_id, status, disposition FROM inbound_mail"))
+            ]
+    finally:
+        engine.dispose()
+    counts: Counter[str] = Counter(
+        mid for mid, status, disp in rows
+        if status in ("done", "ignored") and not disp.startswith("ignored: duplicate")
+    )
+    return counts, rows
+
+
+def test_sigkill_while_receiving_loses_nothing_and_duplicates_nothing(
+    server: Server, corpus: list[tuple[str, bytes]], db_url: str
+) -> None:
+    server.start()
+    acked: set[str] = set()
+    threshold = threading.Event()
+    kill_at = random.Random(7).randint(300, 600)
+    sender = threading.Thread(
+        target=send_all, args=(server.port, corpus, 8, acked, kill_at, threshold)
+    )
+    sender.start()
+    assert threshold.wait(120), f"only {len(acked)} messages acknowledged"
+    server.signal(signal.SIGKILL)
+    server.wait(30)
+    sender.join(120)
+    first_acked = set(acked)
+    assert kill_at <= len(first_acked) < len(corpus), "the kill came too late to test anything"
+
+    # Restart: the queued rows (and those a killed worker held) are processed.
+    server.start()
+    wait_processed(db_url)
+    counts, rows = effects(db_url)
+    assert not [r for r in rows if r[1] == "quarantined"], "quarantined messages"
+    wrong = {mid: counts[mid] for mid in first_acked if counts[mid] != 1}
+    assert not wrong, f"acknowledged messages without exactly one effect: {list(wrong.items())[:5]}"
+
+    # The client retries what was not acknowledged (some of it may have been
+    # committed just before the kill): still one effect per message.
+    retry = [(mid, raw) for mid, raw in corpus if mid not in first_acked]
+    retried: set[str] = set()
+    send_all(server.port, retry, 4, retried)
+    assert len(retried) == len(retry)
+    wait_processed(db_url)
+    counts, rows = effects(db_url)
+    wrong = {mid: counts[mid] for mid, _ in corpus if counts[mid] != 1}
+    assert not wrong, f"messages without exactly one effect: {list(wrong.items())[:5]}"
+    assert server.stop() == 0
+
+
+def test_sigterm_finishes_open_transaction_then_exits_0(server: Server, db_url: str) -> None:
+    server.start()
+    raw = (
+        b"From: anna@bauwerk-ag.de\r\nTo: servicedesk@xitrust.com\r\nSubject: Bitte um Hilfe\r\n"
+        b"Message-ID: <sigterm-1@bauwerk-ag.de>\r\n\r\nDer Export bricht ab.\r\n"
+    )
+    c = smtplib.SMTP("127.0.0.1", server.port, timeout=30)
+    c.ehlo("mx")
+    assert c.mail("anna@bauwerk-ag.de")[0] == 250
+    assert c.rcpt(DESK)[0] == 250
+    idle = smtplib.SMTP("127.0.0.1", server.port, timeout=30)  # no transaction: closed at once
+    server.signal(signal.SIGTERM)
+    time.sleep(0.5)
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", server.port), timeout=2).close()  # no longer accepting
+    assert c.data(raw)[0] == 250  # the open transaction completes
+    try:
+        code = idle.noop()[0]  # the 421 the server sent before closing
+    except smtplib.SMTPServerDisconnected:
+        code = 421
+    assert code == 421
+    c.close()
+    idle.close()
+    assert server.wait(60) == 0
+    log = server.log.read_text()
+    assert "Traceback" not in log
+    # Restart: whatever was still queued gets processed.
+    server.start()
+    wait_processed(db_url)
+    counts, _ = effects(db_url)
+    assert counts["<sigterm-1@bauwerk-ag.de>"] == 1
+    assert server.stop() == 0
