@@ -247,12 +247,13 @@ def is_participant(conn: Connection, ticket_id: int, account_id: int) -> bool:
 
 def add_participant(conn: Connection, ticket_id: int, account_id: int) -> bool:
     """True when the account was not a participant before."""
-    result = conn.execute(
+    inserted = conn.execute(
         _upsert_ignore(conn, PARTICIPANT)
         .values(ticket_id=ticket_id, account_id=account_id)
         .on_conflict_do_nothing()
-    )
-    return bool(result.rowcount)
+        .returning(PARTICIPANT.c.account_id)
+    ).first()
+    return inserted is not None
 
 
 def next_ticket_number(conn: Connection, prefix: str) -> int:
@@ -341,10 +342,14 @@ def claim_processed_key(conn: Connection, key: str, mail_id: int) -> int | None:
     """Record that ``mail_id`` has its effect; return the id of an earlier
     mail with the same key (a duplicate) or None. The primary key makes this
     safe against a concurrent worker processing a copy at the same time."""
+    # RETURNING, not rowcount: psycopg reports a row for a skipped insert.
     inserted = conn.execute(
-        _upsert_ignore(conn, PROCESSED).values(key=key, inbound_mail_id=mail_id).on_conflict_do_nothing()
-    ).rowcount
-    if inserted:
+        _upsert_ignore(conn, PROCESSED)
+        .values(key=key, inbound_mail_id=mail_id)
+        .on_conflict_do_nothing()
+        .returning(PROCESSED.c.key)
+    ).first()
+    if inserted is not None:
         return None
     earlier = conn.execute(_PROCESSED_OWNER, {"b_key": key}).scalar_one()
     return None if earlier == mail_id else int(earlier)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import smtplib
 import socket
@@ -105,7 +106,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[str, bytes]]:
     )
     out = []
     for path in sorted((base / "mail").glob("*.eml")):
-        raw = path.read_bytes()
+        raw = re.sub(rb"\r?\n", b"\r\n", path.read_bytes())  # on the wire, lines end in CRLF
         mid = next(
             line.split(b":", 1)[1].strip().decode()
             for line in raw.split(b"\n")
@@ -116,11 +117,19 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[str, bytes]]:
     return out
 
 
-def send_all(port: int, messages: list[tuple[str, bytes]], connections: int,
-             acked: set[str], stop_after: int | None = None, on_threshold: threading.Event | None = None) -> None:
+def send_all(
+    port: int,
+    messages: list[tuple[str, bytes]],
+    connections: int,
+    acked: set[str],
+    stop_after: int | None = None,
+    on_threshold: threading.Event | None = None,
+) -> list[str]:
     """Send over several connections; record the Message-IDs answered 250.
-    A connection that breaks (the server was killed) ends its thread."""
+    A connection that breaks (the server was killed) ends its thread; a
+    refusal is an error (returned)."""
     lock = threading.Lock()
+    errors: list[str] = []
 
     def worker(chunk: list[tuple[str, bytes]]) -> None:
         try:
@@ -131,14 +140,26 @@ def send_all(port: int, messages: list[tuple[str, bytes]], connections: int,
                         acked.add(mid)
                         if stop_after is not None and on_threshold and len(acked) >= stop_after:
                             on_threshold.set()
-        except (smtplib.SMTPException, OSError):
+        except smtplib.SMTPResponseException as exc:
+            if exc.smtp_code != 421:
+                errors.append(repr(exc))
+        except (smtplib.SMTPServerDisconnected, OSError):
             pass  # killed: the rest of the chunk is unacknowledged
+        finally:
+            if on_threshold is not None:
+                with lock:
+                    done[0] += 1
+                    if done[0] == connections:
+                        on_threshold.set()  # everyone stopped: do not wait for nothing
+
+    done = [0]
 
     threads = [threading.Thread(target=worker, args=(messages[i::connections],)) for i in range(connections)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(300)
+    return errors
 
 
 def wait_processed(db_url: str, timeout: float = 300) -> None:
@@ -184,15 +205,18 @@ def test_sigkill_while_receiving_loses_nothing_and_duplicates_nothing(
     acked: set[str] = set()
     threshold = threading.Event()
     kill_at = random.Random(7).randint(300, 600)
+    errors: list[str] = []
     sender = threading.Thread(
-        target=send_all, args=(server.port, corpus, 8, acked, kill_at, threshold)
+        target=lambda: errors.extend(send_all(server.port, corpus, 8, acked, kill_at, threshold))
     )
     sender.start()
-    assert threshold.wait(120), f"only {len(acked)} messages acknowledged"
+    assert threshold.wait(120)
+    assert len(acked) >= kill_at, f"only {len(acked)} messages acknowledged"
     server.signal(signal.SIGKILL)
     server.wait(30)
     sender.join(120)
     first_acked = set(acked)
+    assert errors == []
     assert kill_at <= len(first_acked) < len(corpus), "the kill came too late to test anything"
 
     # Restart: the queued rows (and those a killed worker held) are processed.
@@ -207,7 +231,7 @@ def test_sigkill_while_receiving_loses_nothing_and_duplicates_nothing(
     # committed just before the kill): still one effect per message.
     retry = [(mid, raw) for mid, raw in corpus if mid not in first_acked]
     retried: set[str] = set()
-    send_all(server.port, retry, 4, retried)
+    assert send_all(server.port, retry, 4, retried) == []
     assert len(retried) == len(retry)
     wait_processed(db_url)
     counts, rows = effects(db_url)

@@ -8,9 +8,9 @@ import email
 import importlib.util
 import json
 import pickle
+import random
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import ModuleType
 
@@ -20,6 +20,7 @@ from gateway.domain import ParsedMail, Quarantine
 from gateway.pipeline import parse as parse_module
 from gateway.pipeline.parse import decode_bytes, html_to_text, parse_mail, sanitize_filename
 from gateway.settings import LimitsSettings
+from tests.shared import shared_tool
 
 TESTS = Path(__file__).resolve().parents[1]
 FIXTURES = TESTS / "fixtures"
@@ -128,6 +129,7 @@ def test_utf8_labelled_us_ascii() -> None:
         ("Привет".encode("koi8-r"), "koi8-r", "Привет"),
         (b"\xff\xfe", "no-such-charset", "ÿþ"),
         (b"plain", "garbage", "plain"),
+        (b"\xe4", "utf\x00-8", "ä"),  # a NUL in the charset name made the codec lookup raise
     ],
 )
 def test_decode_bytes_survives_wrong_labels(data: bytes, charset: str | None, expected: str) -> None:
@@ -279,11 +281,11 @@ def test_text_is_capped() -> None:
 
 
 def test_deep_nesting_is_quarantined_quickly() -> None:
+    # This reason comes from the pre-scan of the raw bytes, before the
+    # (recursive) stdlib parser runs at all.
     raw = hostile.deep_nesting(1000)
-    start = time.perf_counter()
     with pytest.raises(Quarantine, match=r"^MIME nesting too deep \(more than 30 levels\)$"):
         parse_mail(raw, LIMITS)
-    assert time.perf_counter() - start < 1.0
 
 
 def test_deep_nesting_beyond_python_recursion_is_quarantined_not_crashed() -> None:
@@ -302,11 +304,10 @@ def test_moderate_nesting_within_budget_parses() -> None:
 
 
 def test_many_parts_are_quarantined_cheaply() -> None:
+    # Decided by the pre-scan, before the parser builds 20,000 part objects.
     raw = hostile.many_parts(20_000)
-    start = time.perf_counter()
     with pytest.raises(Quarantine, match=r"^too many MIME parts \(more than 500\)$"):
         parse_mail(raw, LIMITS)
-    assert time.perf_counter() - start < 0.5  # ~50 ms measured: decided before the parser runs
 
 
 def test_part_count_within_budget_parses() -> None:
@@ -340,6 +341,28 @@ def test_garbage_bytes_do_not_crash() -> None:
     assert m.message_id is None
 
 
+def test_mutated_fixtures_parse_or_quarantine_never_crash() -> None:
+    rng = random.Random(20261127)
+    seeds = [p.read_bytes() for p in sorted(FIXTURES.glob("*.eml"))]
+    tokens = [b"\x00", b"\xff", b"=?utf-8?b?", b"?=", b"\n--", b"filename*=", b"utf-8''%FF",
+              b"Content-Type: message/rfc822\n\n", b'boundary="x"\n\n--x\n', b";", b'"']
+    for _ in range(1500):
+        raw = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 8)):
+            i = rng.randrange(len(raw) + 1)
+            if rng.random() < 0.5:
+                raw[i:i] = rng.choice(tokens)
+            else:
+                raw[min(i, len(raw) - 1)] = rng.randrange(256)
+        try:
+            m = parse_mail(bytes(raw), LIMITS)
+        except Quarantine:
+            continue
+        for att in m.attachments:
+            assert att.filename and "/" not in att.filename and "\\" not in att.filename
+            assert not att.filename.startswith(".")
+
+
 def test_parsed_mail_is_picklable() -> None:
     m = parse_fixture("inline-cid-image.eml")
     assert pickle.loads(pickle.dumps(m)) == m
@@ -371,12 +394,11 @@ def test_20mb_attachment_parses_under_300mb_peak_rss(tmp_path: Path) -> None:
 
 
 # -- the generated corpus ----------------------------------------------------------
-MAKE_CORPUS = REPO.parent / "shared" / "tools" / "make_corpus.py"
+MAKE_CORPUS = shared_tool("make_corpus.py")
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not MAKE_CORPUS.exists(), reason="shared/tools/make_corpus.py not beside the repo")
-def test_corpus_parses_fast_with_reports_and_clean_replies(tmp_path: Path) -> None:
+def test_corpus_parses_with_reports_and_clean_replies(tmp_path: Path) -> None:
     subprocess.run(
         [sys.executable, str(MAKE_CORPUS), "--n", "400", "--seed", "7", "--dir", str(tmp_path / "c"),
          "--mbox", str(tmp_path / "c.mbox")],
@@ -387,10 +409,7 @@ def test_corpus_parses_fast_with_reports_and_clean_replies(tmp_path: Path) -> No
     manifest = [json.loads(line) for line in manifest_files[0].read_text().splitlines()]
     raws = [p.read_bytes() for p in sorted((tmp_path / "c").glob("*.eml"))]
     assert len(raws) == len(manifest) == 400
-    start = time.perf_counter()
-    parsed = [parse_mail(raw, LIMITS) for raw in raws]
-    per_message = (time.perf_counter() - start) / len(raws)
-    assert per_message < 0.005  # ~0.4 ms measured; generous for loaded CI machines
+    parsed = [parse_mail(raw, LIMITS) for raw in raws]  # speed: bench/, not here
     for info, m in zip(manifest, parsed, strict=True):
         assert m.message_id == info["message_id"]
         assert m.from_addr == info["sender"].lower()
