@@ -96,7 +96,9 @@ class App:
             author = repo.account_by_email(conn, address) or create_account(
                 conn, address, "", self.settings.desk.default_locale, self.settings
             )
-            applied = apply.write_comment(conn, ticket, author, body, internal, author.role == Role.agent, "cli")
+            applied = apply.write_comment(
+                conn, ticket, author, body, internal, author.role == Role.agent, "cli"
+            )
             notify.notify_commented(conn, self.settings, applied, author)
             assert applied.comment_id is not None
             return applied.comment_id

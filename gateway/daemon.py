@@ -93,7 +93,7 @@ class Daemon:
         self.kick = asyncio.Event()  # set by the committer: new mail in the spool
         self.ready = asyncio.Event()  # set once the listener is bound
         n = self.settings.workers.parse_processes or os.cpu_count() or 1
-        self.n_workers = n
+        self.n_workers = int(os.environ.get("XX_WORKERS", n))
         # spawn: a forked child would inherit the loop's threads' locks.
         self.pool = ProcessPoolExecutor(
             max_workers=n,

@@ -147,7 +147,8 @@ class LimitsSettings(_Section):
 
 class WorkerSettings(_Section):
     parse_processes: int = Field(default=0, ge=0)  # 0: one per CPU core
-    batch_size: int = Field(default=50, gt=0)
+    batch_size: int = Field(default=50, gt=0)  # messages per transaction
+    claim_size: int = Field(default=500, gt=0)  # spool rows claimed at once
     claim_timeout_seconds: int = Field(default=600, gt=0)
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import pytest
 from pgcluster import PgCluster, PgClusterError
 
-from gateway.settings import Settings
+from gateway.settings import DatabaseSettings, OutboundSettings, Settings, StorageSettings
 
 if TYPE_CHECKING:
     from gateway.app import App
@@ -62,9 +62,9 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def settings(db_url: str, tmp_path: Path, clean_env: None) -> Settings:
     return Settings(
-        database={"url": db_url},
-        storage={"blobs": str(tmp_path / "blobs")},
-        outbound={"maildir": str(tmp_path / "sent")},
+        database=DatabaseSettings(url=db_url),
+        storage=StorageSettings(blobs=str(tmp_path / "blobs")),
+        outbound=OutboundSettings(maildir=str(tmp_path / "sent")),
     )
 
 

@@ -6,6 +6,7 @@ on a directory that user owns; otherwise the commands run directly."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -174,10 +175,8 @@ class PgCluster:
         if self.base is None:
             return
         if self.running:
-            try:
+            with contextlib.suppress(PgClusterError, subprocess.TimeoutExpired):
                 self._run([str(self.pg_bin / "pg_ctl"), "stop", "-D", str(self.datadir), "-m", "fast", "-w"])
-            except (PgClusterError, subprocess.TimeoutExpired):
-                pass
             self.running = False
         shutil.rmtree(self.base, ignore_errors=True)
         self.base = None

@@ -7,16 +7,18 @@ finishing, and re-queueing for reprocessing. Ingress calls ``put`` and answers
 from __future__ import annotations
 
 import datetime as dt
+import errno
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, func, insert, select, update
 from sqlmodel import Session
 
-from gateway.domain import MailStatus
+from gateway.domain import MailStatus, TemporaryFailure
 from gateway.store.blobs import DatabaseBlobStore, FileBlobStore
-from gateway.store.db import transaction
+from gateway.store.db import connection, is_transient
 from gateway.store.models import InboundMail, utcnow
+from gateway.store.repo import MAIL
 
 
 @dataclass(frozen=True)
@@ -41,26 +43,42 @@ class Spool:
         database is in trouble; then nothing of the batch was accepted."""
         if not items:
             return []
-        # Blob files are fsynced inside put(); the row commit makes them
-        # reachable. transaction() maps disk-full and database trouble to
-        # TemporaryFailure, so nothing of the batch counts as accepted then.
-        with transaction(self.engine) as session, self.blobs.group():
-            rows = []
-            for item in items:
-                digest = self.blobs.put(session, item.raw)
-                row = InboundMail(
-                    source=item.source,
-                    envelope_from=item.envelope_from,
-                    recipient=item.recipient,
-                    trusted=item.trusted,
-                    raw_sha256=digest,
-                    raw_size=len(item.raw),
-                    status=MailStatus.queued,
-                )
-                session.add(row)
-                rows.append(row)
-            session.flush()
-            return [r.id for r in rows if r.id is not None]
+        # File blobs are written and synced before the transaction, so the
+        # database write lock is held only for the row inserts; a crash in
+        # between leaves an unreferenced blob, never a row without bytes.
+        # transaction() maps disk-full and database trouble to
+        # TemporaryFailure: then nothing of the batch counts as accepted.
+        digests: list[str] = []
+        if isinstance(self.blobs, FileBlobStore):
+            try:
+                with self.blobs.group():
+                    digests = [self.blobs.put(None, item.raw) for item in items]
+            except OSError as exc:
+                if is_transient(exc):
+                    raise TemporaryFailure(
+                        "disk full" if exc.errno == errno.ENOSPC else "storage error"
+                    ) from exc
+                raise
+        now = utcnow()
+        with connection(self.engine) as conn:
+            if not digests:
+                digests = [self.blobs.put(conn, item.raw) for item in items]
+            rows = [
+                {
+                    "received_at": now,
+                    "source": item.source,
+                    "envelope_from": item.envelope_from,
+                    "recipient": item.recipient,
+                    "trusted": item.trusted,
+                    "raw_sha256": digest,
+                    "raw_size": len(item.raw),
+                    "status": str(MailStatus.queued),
+                    "attempts": 0,
+                }
+                for item, digest in zip(items, digests, strict=True)
+            ]
+            result = conn.execute(insert(MAIL).returning(MAIL.c.id, sort_by_parameter_order=True), rows)
+            return [int(r[0]) for r in result]
 
     def put(self, item: SpoolItem) -> int:
         return self.put_many([item])[0]
@@ -70,27 +88,27 @@ class Spool:
         ``worker`` and return their ids. Safe with several workers and
         processes: PostgreSQL skips rows another transaction has locked;
         SQLite serialises writers with BEGIN IMMEDIATE."""
-        with transaction(self.engine) as session:
+        with connection(self.engine) as conn:
             pick = (
-                select(InboundMail.id)
-                .where(InboundMail.status == MailStatus.queued)
-                .order_by(InboundMail.id)
+                select(MAIL.c.id)
+                .where(MAIL.c.status == str(MailStatus.queued))
+                .order_by(MAIL.c.id)
                 .limit(limit)
                 .with_for_update(skip_locked=True)
             )
             if ids is not None:
-                pick = pick.where(InboundMail.id.in_(list(ids)))  # type: ignore[union-attr]
-            chosen = [r[0] for r in session.execute(pick)]
+                pick = pick.where(MAIL.c.id.in_(list(ids)))
+            chosen = [r[0] for r in conn.execute(pick)]
             if not chosen:
                 return []
-            session.execute(
-                update(InboundMail)
-                .where(InboundMail.id.in_(chosen))  # type: ignore[union-attr]
+            conn.execute(
+                update(MAIL)
+                .where(MAIL.c.id.in_(chosen))
                 .values(
-                    status=MailStatus.processing,
+                    status=str(MailStatus.processing),
                     claimed_by=worker,
                     claimed_at=utcnow(),
-                    attempts=InboundMail.attempts + 1,
+                    attempts=MAIL.c.attempts + 1,
                 )
             )
             return sorted(chosen)
@@ -99,53 +117,45 @@ class Spool:
         """Put claimed rows back in the queue (transient trouble)."""
         if not ids:
             return
-        with transaction(self.engine) as session:
-            session.execute(
-                update(InboundMail)
-                .where(InboundMail.id.in_(list(ids)))  # type: ignore[union-attr]
-                .where(InboundMail.status == MailStatus.processing)
-                .values(status=MailStatus.queued, claimed_by=None, claimed_at=None)
+        with connection(self.engine) as conn:
+            conn.execute(
+                update(MAIL)
+                .where(MAIL.c.id.in_(list(ids)))
+                .where(MAIL.c.status == str(MailStatus.processing))
+                .values(status=str(MailStatus.queued), claimed_by=None, claimed_at=None)
             )
 
     def reclaim_stale(self, older_than: dt.timedelta) -> int:
         """Re-queue rows whose worker died while processing them."""
         cutoff = utcnow() - older_than
-        with transaction(self.engine) as session:
-            result = session.execute(
-                update(InboundMail)
-                .where(InboundMail.status == MailStatus.processing)
-                .where(InboundMail.claimed_at < cutoff)  # type: ignore[operator]
-                .values(status=MailStatus.queued, claimed_by=None, claimed_at=None)
+        with connection(self.engine) as conn:
+            result = conn.execute(
+                update(MAIL)
+                .where(MAIL.c.status == str(MailStatus.processing))
+                .where(MAIL.c.claimed_at < cutoff)
+                .values(status=str(MailStatus.queued), claimed_by=None, claimed_at=None)
+                .returning(MAIL.c.id)
             )
-            return int(getattr(result, "rowcount", 0) or 0)
+            return len(result.all())
 
     def requeue(self, ids: Sequence[int]) -> list[int]:
         """Queue finished or quarantined mails again (``mail reprocess``);
         returns the ids that exist."""
-        with transaction(self.engine) as session:
-            found = [
-                r[0]
-                for r in session.execute(
-                    select(InboundMail.id).where(InboundMail.id.in_(list(ids)))  # type: ignore[union-attr]
-                )
-            ]
+        with connection(self.engine) as conn:
+            found = [r[0] for r in conn.execute(select(MAIL.c.id).where(MAIL.c.id.in_(list(ids))))]
             if found:
-                session.execute(
-                    update(InboundMail)
-                    .where(InboundMail.id.in_(found))  # type: ignore[union-attr]
-                    .values(status=MailStatus.queued, claimed_by=None, claimed_at=None, error=None)
+                conn.execute(
+                    update(MAIL)
+                    .where(MAIL.c.id.in_(found))
+                    .values(status=str(MailStatus.queued), claimed_by=None, claimed_at=None, error=None)
                 )
             return sorted(found)
 
     def depth(self) -> int:
-        with Session(self.engine) as session:
-            return int(
-                session.execute(
-                    select(func.count()).where(
-                        InboundMail.status.in_([MailStatus.queued, MailStatus.processing])  # type: ignore[attr-defined]
-                    )
-                ).scalar_one()
-            )
+        """Rows waiting or being processed."""
+        with self.engine.connect() as conn:
+            busy = [str(MailStatus.queued), str(MailStatus.processing)]
+            return int(conn.execute(select(func.count()).where(MAIL.c.status.in_(busy))).scalar_one())
 
     def raw(self, session: Session, mail: InboundMail) -> bytes:
         return self.blobs.get(session, mail.raw_sha256)

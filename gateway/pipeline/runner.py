@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
 
 from gateway.domain import (
     Disposition,
@@ -45,7 +44,7 @@ from gateway.settings import LimitsSettings, Settings
 from gateway.store import repo
 from gateway.store.blobs import DatabaseBlobStore, FileBlobStore
 from gateway.store.db import connection, is_transient
-from gateway.store.models import InboundMail
+from gateway.store.repo import MAIL
 
 log = logging.getLogger("gateway.pipeline")
 
@@ -112,8 +111,14 @@ def parse_job(raw: bytes, limits: LimitsSettings) -> Parsed:
     )
 
 
-def _parse_job_star(args: tuple[bytes, LimitsSettings]) -> Parsed:
-    return parse_job(*args)
+def _parse_job_star(args: tuple[bytes | str, LimitsSettings]) -> Parsed:
+    """Pool entry point. A str is a blob file path: the worker reads the
+    file itself, so the raw bytes are not pickled through the parent."""
+    raw, limits = args
+    if isinstance(raw, str):
+        with open(raw, "rb") as fh:
+            raw = fh.read()
+    return parse_job(raw, limits)
 
 
 @dataclass
@@ -121,7 +126,7 @@ class Job:
     """A claimed spool row with what the stages need from it."""
 
     id: int
-    raw: bytes
+    raw_sha256: str
     recipient: str | None
     envelope_from: str | None
     trusted: bool
@@ -153,9 +158,8 @@ class Runner:
     ) -> collections.Counter[str]:
         """Process queued mail until none is left (or only ``ids``)."""
         counts: collections.Counter[str] = collections.Counter()
-        batch = self.settings.workers.batch_size
         while True:
-            claimed = self.spool.claim(self.worker, batch * 4, ids)
+            claimed = self.spool.claim(self.worker, self.settings.workers.claim_size, ids)
             if not claimed:
                 return counts
             for mail_id, disposition in self.process(claimed):
@@ -169,9 +173,9 @@ class Runner:
         limits = self.settings.limits
         parsed: Iterable[Parsed]
         if self.pool is not None and len(jobs) >= POOL_THRESHOLD:
-            parsed = self.pool.map(_parse_job_star, ((j.raw, limits) for j in jobs), chunksize=8)
+            parsed = self.pool.map(_parse_job_star, ((self._raw_ref(j), limits) for j in jobs), chunksize=16)
         else:
-            parsed = (parse_job(j.raw, limits) for j in jobs)
+            parsed = (self._parse_here(j, limits) for j in jobs)
         done: set[int] = set()
         pairs = zip(jobs, parsed, strict=True)
         size = self.settings.workers.batch_size
@@ -185,14 +189,23 @@ class Runner:
             self.spool.release([i for i in claimed if i not in done])
 
     def _load(self, ids: list[int]) -> list[Job]:
-        with Session(self.engine) as session:
-            rows = session.execute(
-                select(InboundMail).where(InboundMail.id.in_(ids)).order_by(InboundMail.id)  # type: ignore[union-attr]
-            ).scalars()
-            return [
-                Job(r.id, self.blobs.get(session, r.raw_sha256), r.recipient, r.envelope_from, r.trusted)  # type: ignore[arg-type]
-                for r in rows
-            ]
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(MAIL.c.id, MAIL.c.raw_sha256, MAIL.c.recipient, MAIL.c.envelope_from, MAIL.c.trusted)
+                .where(MAIL.c.id.in_(ids))
+                .order_by(MAIL.c.id)
+            )
+            return [Job(*r) for r in rows]
+
+    def _raw_ref(self, job: Job) -> bytes | str:
+        if isinstance(self.blobs, FileBlobStore):
+            return str(self.blobs.path_for(job.raw_sha256))
+        with self.engine.connect() as conn:
+            return self.blobs.get(conn, job.raw_sha256)
+
+    def _parse_here(self, job: Job, limits: LimitsSettings) -> Parsed:
+        with self.engine.connect() as conn:
+            return parse_job(self.blobs.get(conn, job.raw_sha256), limits)
 
     # -- one batch, one message ------------------------------------------
     def _process_batch(self, chunk: list[tuple[Job, Parsed]]) -> list[tuple[int, Disposition]]:

@@ -163,7 +163,8 @@ class DatabaseBlobStore:
         yield
 
     def get(self, session: Session | Connection, digest: str) -> bytes:
-        data = session.execute(select(Blob.data).where(Blob.sha256 == digest)).scalar_one_or_none()  # type: ignore[arg-type]
+        table = Blob.__table__  # type: ignore[attr-defined]
+        data = session.execute(select(table.c.data).where(table.c.sha256 == digest)).scalar_one_or_none()
         if data is None:
             raise KeyError(digest)
         return bytes(data)

@@ -83,8 +83,18 @@ _ACCOUNT_COLS = [ACCOUNT.c[f] for f in AccountRow.__dataclass_fields__]
 _TICKET_COLS = [TICKET.c[f] for f in TicketRow.__dataclass_fields__]
 
 
-def _upsert_ignore(conn: Connection, table: Any) -> Any:
-    return pg_insert(table) if conn.dialect.name == "postgresql" else sqlite_insert(table)
+_INSERT_IGNORE: dict[tuple[str, str], Any] = {}
+
+
+def _insert_ignore(conn: Connection, table: Any, returning: Any) -> Any:
+    """``INSERT … ON CONFLICT DO NOTHING RETURNING`` for this dialect, built
+    once per table."""
+    key = (conn.dialect.name, table.name)
+    stmt = _INSERT_IGNORE.get(key)
+    if stmt is None:
+        base = pg_insert(table) if conn.dialect.name == "postgresql" else sqlite_insert(table)
+        stmt = _INSERT_IGNORE[key] = base.on_conflict_do_nothing().returning(returning)
+    return stmt
 
 
 def _in(name: str) -> Any:
@@ -247,12 +257,8 @@ def is_participant(conn: Connection, ticket_id: int, account_id: int) -> bool:
 
 def add_participant(conn: Connection, ticket_id: int, account_id: int) -> bool:
     """True when the account was not a participant before."""
-    inserted = conn.execute(
-        _upsert_ignore(conn, PARTICIPANT)
-        .values(ticket_id=ticket_id, account_id=account_id)
-        .on_conflict_do_nothing()
-        .returning(PARTICIPANT.c.account_id)
-    ).first()
+    stmt = _insert_ignore(conn, PARTICIPANT, PARTICIPANT.c.account_id)
+    inserted = conn.execute(stmt, {"ticket_id": ticket_id, "account_id": account_id}).first()
     return inserted is not None
 
 
@@ -343,12 +349,8 @@ def claim_processed_key(conn: Connection, key: str, mail_id: int) -> int | None:
     mail with the same key (a duplicate) or None. The primary key makes this
     safe against a concurrent worker processing a copy at the same time."""
     # RETURNING, not rowcount: psycopg reports a row for a skipped insert.
-    inserted = conn.execute(
-        _upsert_ignore(conn, PROCESSED)
-        .values(key=key, inbound_mail_id=mail_id)
-        .on_conflict_do_nothing()
-        .returning(PROCESSED.c.key)
-    ).first()
+    stmt = _insert_ignore(conn, PROCESSED, PROCESSED.c.key)
+    inserted = conn.execute(stmt, {"key": key, "inbound_mail_id": mail_id}).first()
     if inserted is not None:
         return None
     earlier = conn.execute(_PROCESSED_OWNER, {"b_key": key}).scalar_one()

@@ -3,7 +3,9 @@ SQLite and on PostgreSQL, and the App's schema guards behave as documented."""
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import subprocess
+import sys
+import time
 
 import pytest
 from alembic import command
@@ -104,12 +106,22 @@ def test_ensure_schema(settings: Settings) -> None:
 def test_concurrent_upgrades_serialise(db_url: str, clean_env: None) -> None:
     """Several processes starting at once on a fresh database (e.g. the MTA
     piping mail to `gateway ingest` right after install) must not race:
-    SQLite's BEGIN IMMEDIATE and PostgreSQL's advisory lock serialise them."""
-    engines = [make_engine(db_url) for _ in range(4)]
+    SQLite's BEGIN IMMEDIATE and PostgreSQL's advisory lock serialise them.
+    (Processes, not threads: alembic's ``context`` is process-global.)"""
+    code = (
+        "import sys, time; from gateway.store import schema; from gateway.store.db import make_engine; "
+        "e = make_engine(sys.argv[1]); time.sleep(max(0.0, float(sys.argv[2]) - time.time())); "
+        "schema.upgrade(e); assert schema.is_up_to_date(e)"
+    )
+    start_at = str(time.time() + 3)  # after every child has imported: start together
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, db_url, start_at], stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    errors = [p.communicate(timeout=120)[1] for p in procs if p.wait(timeout=120) != 0]
+    assert errors == []
+    engine = make_engine(db_url)
     try:
-        with ThreadPoolExecutor(len(engines)) as pool:
-            list(pool.map(schema.upgrade, engines))
-        assert all(schema.is_up_to_date(e) for e in engines)
+        assert schema.is_up_to_date(engine)
     finally:
-        for e in engines:
-            e.dispose()
+        engine.dispose()

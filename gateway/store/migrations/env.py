@@ -4,7 +4,7 @@ and hands it over in ``config.attributes["connection"]``."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from alembic import context
 from alembic.operations import ops
@@ -22,7 +22,7 @@ target_metadata = SQLModel.metadata
 _PG_MIGRATION_LOCK = 0x6761_7465  # "gate"
 
 
-def render_item(type_: str, obj: Any, autogen_context: Any) -> str | bool:
+def render_item(type_: str, obj: Any, autogen_context: Any) -> str | Literal[False]:
     """Render sqlmodel's AutoString as a plain ``sa.String`` so migrations do
     not depend on sqlmodel internals."""
     if type_ == "type" and isinstance(obj, AutoString):
@@ -51,7 +51,8 @@ def defer_cyclic_foreign_keys(_context: Any, _revision: Any, directives: list[An
                 target = item.elements[0].column.table.name
                 if item.use_alter or (target in created and target not in seen):
                     add = ops.CreateForeignKeyOp.from_constraint(item)
-                    add.constraint_name = add.constraint_name or f"fk_{op.table_name}_{'_'.join(add.local_cols)}"
+                    if add.constraint_name is None:
+                        add.constraint_name = f"fk_{op.table_name}_{'_'.join(add.local_cols)}"
                     deferred.append(add)
                     continue
             keep.append(item)
@@ -72,6 +73,12 @@ def run_migrations_online(connection: Connection) -> None:
         render_as_batch=True,
         render_item=render_item,
         process_revision_directives=defer_cyclic_foreign_keys,
+        # Alembic assumes SQLite has no transactional DDL (true of pysqlite's
+        # default mode, which db.py switches off) and would then commit the
+        # version check and each migration separately: two processes starting
+        # on a fresh database would both create the tables. One transaction,
+        # begun with BEGIN IMMEDIATE by db.py's hook, serialises them.
+        transactional_ddl=True,
         compare_type=True,
     )
     raw = connection.connection.dbapi_connection if is_sqlite else None

@@ -1,0 +1,258 @@
+"""SMTP ingress benchmark: 32 concurrent connections send a realistic corpus
+to ``gateway serve`` (durable group commit, pipeline workers running) and,
+in the same run, to a bare aiosmtpd server that answers 250 and stores
+nothing: the ceiling of this machine for this client.
+
+Prints accepted messages/s, p50/p99 latency from the end of DATA to the
+reply, messages/s end to end (until the spool is empty), the server's peak
+RSS, and the ratio to the bare server.
+
+    python bench/bench_smtp.py                      # SQLite in a temp dir
+    python bench/bench_smtp.py --db-url postgresql+psycopg://…
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CORPUS_TOOL = Path("/work/shared/tools/make_corpus.py")
+DESK = "servicedesk@xitrust.com"
+
+BARE_SERVER = r"""
+import asyncio, sys
+from aiosmtpd.smtp import SMTP
+class H:
+    async def handle_DATA(self, server, session, envelope):
+        return "250 OK"
+async def main():
+    loop = asyncio.get_running_loop()
+    srv = await loop.create_server(lambda: SMTP(H(), hostname="bench", data_size_limit=26214400,
+                                                enable_SMTPUTF8=True), "127.0.0.1", int(sys.argv[1]))
+    print("listening on", flush=True, file=sys.stderr)
+    await asyncio.Event().wait()
+import logging; logging.getLogger("mail.log").setLevel(logging.WARNING)
+asyncio.run(main())
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def load_corpus(n: int, seed: int, workdir: Path) -> list[bytes]:
+    out = workdir / "corpus"
+    subprocess.run(
+        [sys.executable, str(CORPUS_TOOL), "--n", str(n), "--seed", str(seed), "--dir", str(out)],
+        check=True, capture_output=True,
+    )
+    # On the wire lines end in CRLF; dot-stuff once here, not in the timed loop.
+    msgs = []
+    for p in sorted(out.glob("*.eml")):
+        raw = re.sub(rb"\r?\n", b"\r\n", p.read_bytes())
+        raw = re.sub(rb"(?m)^\.", b"..", raw)
+        if not raw.endswith(b"\r\n"):
+            raw += b"\r\n"
+        msgs.append(raw)
+    return msgs
+
+
+# -- the client -----------------------------------------------------------
+
+
+async def _reply(reader: asyncio.StreamReader) -> bytes:
+    while True:
+        line = await reader.readline()
+        if not line:
+            raise ConnectionError("server closed the connection")
+        if line[3:4] != b"-":
+            return line
+
+
+async def _session(port: int, queue: asyncio.Queue[bytes], latencies: list[float], errors: list[str]) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        await _reply(reader)
+        writer.write(b"EHLO bench.example\r\n")
+        await _reply(reader)
+        while True:
+            try:
+                raw = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                break
+            # Pipelining-free, like most MTAs without PIPELINING: one command, one reply.
+            for cmd in (b"MAIL FROM:<sender@example.net>\r\n", f"RCPT TO:<{DESK}>\r\n".encode(), b"DATA\r\n"):
+                writer.write(cmd)
+                await _reply(reader)
+            writer.write(raw + b".\r\n")
+            await writer.drain()
+            t0 = time.perf_counter()
+            reply = await _reply(reader)
+            latencies.append(time.perf_counter() - t0)
+            if not reply.startswith(b"250"):
+                errors.append(reply.decode(errors="replace").strip())
+        writer.write(b"QUIT\r\n")
+        await _reply(reader)
+    finally:
+        writer.close()
+
+
+async def run_client(port: int, msgs: list[bytes], conns: int) -> tuple[float, list[float], list[str]]:
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for m in msgs:
+        queue.put_nowait(m)
+    latencies: list[float] = []
+    errors: list[str] = []
+    t0 = time.perf_counter()
+    await asyncio.gather(*(_session(port, queue, latencies, errors) for _ in range(conns)))
+    return time.perf_counter() - t0, latencies, errors
+
+
+# -- servers ----------------------------------------------------------------
+
+
+def start(argv: list[str], env: dict[str, str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err)
+    deadline = time.monotonic() + 60
+    while b"listening on" not in log.read_bytes():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"server did not start:\n{log.read_text()}")
+        time.sleep(0.05)
+    return proc
+
+
+def tree_rss_kib(pid: int) -> int:
+    """RSS of the daemon and its worker processes."""
+    pids = [pid]
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        pids += [int(c) for c in children]
+    except OSError:
+        pass
+    total = 0
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def peak_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def spool_left(db_url: str) -> int:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return int(
+                conn.execute(
+                    text("SELECT count(*) FROM inbound_mail WHERE status IN ('queued', 'processing')")
+                ).scalar_one()
+            )
+    finally:
+        engine.dispose()
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--db-url", default=None, help="default: SQLite in the work directory")
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="bench-smtp-"))
+    msgs = load_corpus(args.n, args.seed, work)
+    size = sum(len(m) for m in msgs)
+    print(f"corpus: {len(msgs)} messages, {size / len(msgs) / 1024:.1f} KiB average, "
+          f"{args.connections} connections, {os.cpu_count()} CPUs")
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+
+    # The ceiling: bare aiosmtpd, nothing stored.
+    port = free_port()
+    bare = start([sys.executable, "-c", BARE_SERVER, str(port)], env, work / "bare.log", work)
+    try:
+        bare_secs, bare_lat, bare_err = asyncio.run(run_client(port, msgs, args.connections))
+    finally:
+        bare.send_signal(signal.SIGTERM)
+        bare.wait(10)
+    bare_rate = len(bare_lat) / bare_secs
+
+    # The gateway.
+    db_url = args.db_url or f"sqlite:///{work / 'gateway.db'}"
+    port = free_port()
+    env.update(
+        GATEWAY__DATABASE__URL=db_url,
+        GATEWAY__STORAGE__BLOBS=str(work / "blobs"),
+        GATEWAY__OUTBOUND__MAILDIR=str(work / "sent"),
+        GATEWAY__SMTP__LISTEN=f"127.0.0.1:{port}",
+        # All 32 connections come from 127.0.0.1 (default per-IP limit: 20).
+        GATEWAY__SMTP__MAX_CONNECTIONS_PER_IP=str(max(20, args.connections)),
+        GATEWAY_LOG_LEVEL="WARNING",
+    )
+    if not db_url.startswith("sqlite"):
+        subprocess.run([sys.executable, "-m", "gateway", "db", "upgrade"], env=env, check=True, cwd=work)
+    gw = start([sys.executable, "-m", "gateway", "serve"], env, work / "gateway.log", work)
+    try:
+        t0 = time.perf_counter()
+        gw_secs, gw_lat, gw_err = asyncio.run(run_client(port, msgs, args.connections))
+        rss_tree = tree_rss_kib(gw.pid)
+        while spool_left(db_url):
+            rss_tree = max(rss_tree, tree_rss_kib(gw.pid))
+            time.sleep(0.25)
+        e2e_secs = time.perf_counter() - t0
+        peak_main = peak_rss_kib(gw.pid)
+    finally:
+        gw.send_signal(signal.SIGTERM)
+        code = gw.wait(60)
+    gw_rate = len(gw_lat) / gw_secs
+
+    def row(name: str, rate: float, lat: list[float], errors: list[str]) -> None:
+        print(f"{name:<22} {rate:8.0f} msg/s   p50 {pct(lat, 0.5) * 1000:6.1f} ms   "
+              f"p99 {pct(lat, 0.99) * 1000:6.1f} ms   errors {len(errors)}")
+
+    print()
+    row("bare aiosmtpd (250)", bare_rate, bare_lat, bare_err)
+    row("gateway (durable)", gw_rate, gw_lat, gw_err)
+    print(f"gateway end to end     {len(msgs) / e2e_secs:8.0f} msg/s   "
+          f"({e2e_secs:.1f} s until the spool was empty)")
+    print(f"gateway peak RSS       {peak_main / 1024:8.1f} MiB daemon, "
+          f"{rss_tree / 1024:.1f} MiB with workers")
+    print(f"accepted ratio         {gw_rate / bare_rate:8.0%} of the bare server   "
+          f"(db: {db_url.split(':')[0]})")
+    print(f"gateway exit code      {code}")
+    if gw_err or bare_err:
+        print("errors:", (gw_err + bare_err)[:5])
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
