@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Index, LargeBinary, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -218,3 +218,17 @@ class SignupToken(SQLModel, table=True):
     created_at: dt.datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
     expires_at: dt.datetime = Field(sa_type=DateTime(timezone=True))
     used_at: dt.datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
+class ImapCursor(SQLModel, table=True):
+    """Where an IMAP poller is in one mailbox folder; written in the same
+    transaction as the spool rows it fetched, so a crash never skips mail."""
+
+    __tablename__ = "imap_cursor"
+
+    mailbox: str = Field(primary_key=True, max_length=500)  # user@host:port/folder
+    uidvalidity: int = Field(default=0, sa_type=BigInteger)
+    last_uid: int = Field(default=0, sa_type=BigInteger)
+    last_success_at: dt.datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    last_error: str | None = None
+    last_error_at: dt.datetime | None = Field(default=None, sa_type=DateTime(timezone=True))

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-27 22:17:10.022838
+Create Date: 2026-11-27 22:35:44.403391
 
 """
 
@@ -26,6 +26,16 @@ def upgrade() -> None:
         sa.Column("sha256", sa.String(length=64), nullable=False),
         sa.Column("data", sa.LargeBinary(), nullable=False),
         sa.PrimaryKeyConstraint("sha256"),
+    )
+    op.create_table(
+        "imap_cursor",
+        sa.Column("mailbox", sa.String(length=500), nullable=False),
+        sa.Column("uidvalidity", sa.BigInteger(), nullable=False),
+        sa.Column("last_uid", sa.BigInteger(), nullable=False),
+        sa.Column("last_success_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("last_error", sa.String(), nullable=True),
+        sa.Column("last_error_at", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("mailbox"),
     )
     op.create_table(
         "organization",
@@ -354,5 +364,6 @@ def downgrade() -> None:
     op.drop_table("account")
     op.drop_table("ticket_counter")
     op.drop_table("organization")
+    op.drop_table("imap_cursor")
     op.drop_table("blob")
     # ### end Alembic commands ###
