@@ -223,6 +223,7 @@ def main() -> int:
     try:
         t0 = time.perf_counter()
         gw_secs, gw_lat, gw_err = asyncio.run(run_client(port, msgs, args.connections))
+        print(f"accepted {len(gw_lat)} in {gw_secs:.1f} s; waiting for the pipeline ...", flush=True)
         rss_tree = tree_rss_kib(gw.pid)
         while spool_left(db_url):
             rss_tree = max(rss_tree, tree_rss_kib(gw.pid))

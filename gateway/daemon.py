@@ -46,6 +46,8 @@ RECLAIM_EVERY = 60.0  # seconds between sweeps for rows of dead workers
 IDLE_POLL = 2.0  # seconds a worker sleeps when the spool looked empty
 RETRY_PAUSE = 2.0  # after temporary trouble (database down)
 SHUTDOWN_GRACE = 30.0  # seconds open SMTP transactions get to finish
+BUSY_WINDOW = 0.2  # the listener committed this recently: it is busy
+MAX_DEFER = 5.0  # ... but processing never waits longer than this per batch
 WORKER_NICE = 5
 
 
@@ -93,7 +95,7 @@ class Daemon:
         self.kick = asyncio.Event()  # set by the committer: new mail in the spool
         self.ready = asyncio.Event()  # set once the listener is bound
         n = self.settings.workers.parse_processes or os.cpu_count() or 1
-        self.n_workers = int(os.environ.get("XX_WORKERS", n))
+        self.n_workers = n
         # spawn: a forked child would inherit the loop's threads' locks.
         self.pool = ProcessPoolExecutor(
             max_workers=n,
@@ -155,6 +157,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         batch = self.settings.workers.batch_size
         while not self.stopping.is_set():
+            await self._ingress_first()
             self.kick.clear()
             try:
                 claimed = await loop.run_in_executor(self.pool, _work, batch)
@@ -171,6 +174,22 @@ class Daemon:
             if claimed == 0:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.kick.wait(), IDLE_POLL)
+
+    async def _ingress_first(self) -> None:
+        """Accepting comes first: the sending MTA waits for our reply, the
+        pipeline can catch up later. While mail is pouring in, a worker
+        defers its next batch (up to MAX_DEFER, so a steady stream never
+        starves processing); on SQLite this also keeps the workers' write
+        transactions from queueing the committer behind the busy lock."""
+        loop = asyncio.get_running_loop()
+        committer = self.listener.committer
+        deadline = loop.time() + MAX_DEFER
+        while (
+            not self.stopping.is_set()
+            and loop.time() - committer.last_commit < BUSY_WINDOW
+            and loop.time() < deadline
+        ):
+            await asyncio.sleep(BUSY_WINDOW / 2)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):

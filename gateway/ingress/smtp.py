@@ -34,7 +34,6 @@ from aiosmtpd.smtp import Session as SmtpSession
 
 from gateway.domain import RequestType, normalize_address
 from gateway.ingress.spool import Spool, SpoolItem
-from gateway.store.blobs import FileBlobStore
 
 log = logging.getLogger("gateway.smtp")
 
@@ -88,6 +87,7 @@ class GroupCommitter:
         self._task: asyncio.Task[None] | None = None
         self.batches = 0  # for tests and the benchmark: commits made
         self.committed = 0
+        self.last_commit = 0.0  # loop time of the last commit (the daemon's "busy" signal)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="spool-committer")
@@ -138,6 +138,7 @@ class GroupCommitter:
             return
         self.batches += 1
         self.committed += len(ids)
+        self.last_commit = loop.time()
         for p, spool_id in zip(batch, ids, strict=True):
             if not p.future.done():  # the session may have gone away meanwhile
                 p.future.set_result(spool_id)
@@ -173,20 +174,9 @@ class DeskHandler:
     """aiosmtpd handler: only the desk's addresses are recipients (never a
     relay), and DATA is answered only after the durable commit."""
 
-    def __init__(
-        self,
-        config: ListenerConfig,
-        committer: GroupCommitter,
-        blob_writer: Callable[[bytes], object] | None = None,
-        blob_executor: Executor | None = None,
-    ) -> None:
+    def __init__(self, config: ListenerConfig, committer: GroupCommitter) -> None:
         self.config = config
         self.committer = committer
-        # Writing the raw blob (an fsync each) before the group commit lets
-        # many sessions' fsyncs run in parallel threads; put_many then finds
-        # the blob already there and only commits the rows.
-        self.blob_writer = blob_writer
-        self.blob_executor = blob_executor
 
     async def handle_RCPT(
         self, server: SMTP, session: SmtpSession, envelope: Envelope, address: str, rcpt_options: list[str]
@@ -209,9 +199,6 @@ class DeskHandler:
             trusted=self.config.trusted,
         )
         try:
-            if self.blob_writer is not None:
-                loop = asyncio.get_running_loop()
-                await loop.run_in_executor(self.blob_executor, self.blob_writer, item.raw)
             spool_id = await self.committer.submit(item)
         except Exception:
             # TemporaryFailure (database busy or down, disk full) or a bug:
@@ -364,22 +351,16 @@ class Listener:
         spool: Spool,
         *,
         on_commit: Callable[[list[int]], None] | None = None,
-        io_threads: int = 32,
         commit_window: float = 0.002,
     ) -> None:
         self.config = config
         self.spool = spool
-        # Threads, not the loop, do every blocking call (fsync, database).
-        self.io_executor = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="smtp-io")
+        # A thread, not the loop, does the blocking commit (fsync, database).
         self.commit_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool-commit")
         self.committer = GroupCommitter(
             spool, self.commit_executor, window=commit_window, on_commit=on_commit
         )
-        blobs = spool.blobs
-        writer: Callable[[bytes], object] | None = None
-        if isinstance(blobs, FileBlobStore):
-            writer = lambda raw: blobs.put(None, raw)  # noqa: E731 - tiny adapter
-        self.handler = DeskHandler(config, self.committer, writer, self.io_executor)
+        self.handler = DeskHandler(config, self.committer)
         self.tracker = ConnectionTracker(config.max_connections, config.max_connections_per_ip)
         self.tls_context = make_tls_context(config.tls_cert, config.tls_key) if (
             config.tls_cert and config.tls_key
@@ -412,7 +393,7 @@ class Listener:
         loop = asyncio.get_running_loop()
         if not self.hostname:
             # getfqdn may ask DNS: once, in a thread, not per connection.
-            self.hostname = await loop.run_in_executor(self.io_executor, socket.getfqdn)
+            self.hostname = await asyncio.to_thread(socket.getfqdn)
         self.committer.start()
         self.server = await loop.create_server(
             self.protocol_factory, host=self.config.host, port=self.config.port, reuse_address=True
@@ -437,7 +418,6 @@ class Listener:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.server.wait_closed(), 5)
             self.server = None
-        self.io_executor.shutdown(wait=False, cancel_futures=True)
         self.commit_executor.shutdown(wait=True)
 
 

@@ -98,6 +98,17 @@ def _add_participants(
     return added
 
 
+def remember(conn: Connection, mail: ParsedMail, ticket: TicketRow, ancestors: list[TicketRow]) -> None:
+    """Record the mail's Message-ID for its ticket, and for the tickets it
+    answered but whose people its sender may not see (see ThreadMatch)."""
+    if not mail.message_id:
+        return
+    repo.remember_message_id(conn, mail.message_id, ticket.id)
+    for other in ancestors:
+        if other.id != ticket.id:
+            repo.remember_message_id(conn, mail.message_id, other.id, direction="ancestor")
+
+
 def create_ticket(
     conn: Connection,
     settings: Settings,
@@ -108,6 +119,7 @@ def create_ticket(
     extracted: ExtractedFields,
     inbound_mail_id: int | None,
     linked_key: str | None = None,
+    ancestors: list[TicketRow] | None = None,
 ) -> Applied:
     prefix = settings.desk.ticket_prefix
     number = repo.next_ticket_number(conn, prefix)
@@ -130,8 +142,7 @@ def create_ticket(
     )
     _store_attachments(conn, blobs, ticket, None, mail.attachments)
     added = _add_participants(conn, settings, ticket, mail, sender)
-    if mail.message_id:
-        repo.remember_message_id(conn, mail.message_id, ticket.id)
+    remember(conn, mail, ticket, ancestors or [])
     return Applied(ticket=ticket, comment_id=None, new_participants=added)
 
 
@@ -174,6 +185,7 @@ def add_comment(
     sender: Sender,
     ticket: TicketRow,
     inbound_mail_id: int | None,
+    ancestors: list[TicketRow] | None = None,
 ) -> Applied:
     body = mail.reply_text or mail.text
     internal = False
@@ -192,6 +204,5 @@ def add_comment(
     )
     _store_attachments(conn, blobs, ticket, applied.comment_id, mail.attachments)
     applied.new_participants = _add_participants(conn, settings, ticket, mail, sender)
-    if mail.message_id:
-        repo.remember_message_id(conn, mail.message_id, ticket.id)
+    remember(conn, mail, ticket, ancestors or [])
     return applied

@@ -279,10 +279,13 @@ class Runner:
                 extract_fields(mail),
                 job.id,
                 linked_key=match.closed_predecessor.key if match.closed_predecessor else None,
+                ancestors=match.passed_over,
             )
             notify.notify_created(conn, settings, applied, sender.account, job.id)
             return Disposition.created(applied.ticket.key, applied.ticket.id)
-        applied = apply.add_comment(conn, settings, self.blobs, mail, sender, match.ticket, job.id)
+        applied = apply.add_comment(
+            conn, settings, self.blobs, mail, sender, match.ticket, job.id, ancestors=match.passed_over
+        )
         notify.notify_commented(conn, settings, applied, sender.account, job.id)
         return Disposition.commented(applied.ticket.key, applied.ticket.id)
 

@@ -8,7 +8,7 @@ never sees the other one."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import Connection
 
@@ -26,6 +26,10 @@ class ThreadMatch:
     ticket: TicketRow | None  # the ticket to comment on; None: a new ticket
     closed_predecessor: TicketRow | None = None  # reply to a closed ticket
     via: str = ""  # "in-reply-to", "references", "subject" (for logs/tests)
+    # Tickets this mail refers to by Message-ID but the sender may not see.
+    # Recorded as the mail's "ancestors", so that when someone who may see
+    # them answers this mail, the answer still finds its way home.
+    passed_over: list[TicketRow] = field(default_factory=list)
 
 
 def subject_key_patterns(prefix: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
@@ -76,13 +80,16 @@ def _candidates(conn: Connection, mail: ParsedMail, prefix: str) -> list[tuple[T
 
 def find_ticket(conn: Connection, mail: ParsedMail, sender: Sender, prefix: str) -> ThreadMatch:
     seen: set[int] = set()
+    passed_over: list[TicketRow] = []
     for ticket, via in _candidates(conn, mail, prefix):
         if ticket.id in seen:
             continue
         seen.add(ticket.id)
         if not may_access(conn, sender, ticket):
+            if via != "subject":
+                passed_over.append(ticket)
             continue
         if ticket.status == TicketStatus.closed and not sender.is_agent:
-            return ThreadMatch(ticket=None, closed_predecessor=ticket, via=via)
-        return ThreadMatch(ticket=ticket, via=via)
-    return ThreadMatch(ticket=None)
+            return ThreadMatch(ticket=None, closed_predecessor=ticket, via=via, passed_over=passed_over)
+        return ThreadMatch(ticket=ticket, via=via, passed_over=passed_over)
+    return ThreadMatch(ticket=None, passed_over=passed_over)

@@ -123,7 +123,8 @@ _TICKETS_BY_MESSAGE_ID = (
     select(MESSAGE_REF.c.message_id, *_TICKET_COLS)
     .join(TICKET, TICKET.c.id == MESSAGE_REF.c.ticket_id)
     .where(MESSAGE_REF.c.message_id.in_(_in("mids")))
-    .order_by(TICKET.c.id)
+    # the ticket a message landed in before the tickets it descends from
+    .order_by(case((MESSAGE_REF.c.direction == "ancestor", 1), else_=0), TICKET.c.id)
 )
 _IS_PARTICIPANT = (
     select(PARTICIPANT.c.ticket_id)
@@ -242,7 +243,8 @@ def tickets_by_number(conn: Connection, numbers: Sequence[int]) -> dict[int, Tic
 
 
 def tickets_by_message_ids(conn: Connection, message_ids: Sequence[str]) -> dict[str, list[TicketRow]]:
-    """Tickets that know each Message-ID (oldest ticket first)."""
+    """Tickets that know each Message-ID: the one it is in first, then the
+    ones it descends from ("ancestor" refs), oldest first."""
     if not message_ids:
         return {}
     out: dict[str, list[TicketRow]] = {}

@@ -307,3 +307,13 @@ def test_attachments_stored_and_inline_logo_once_per_ticket(desk: App) -> None:
         logo = next(a for a in rows if a.filename == "image001.png")
         assert logo.content_id == "logo001@bauwerk" and logo.size > 0
         assert desk.blobs.get(s, logo.sha256)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_reporter_answering_colleagues_separate_ticket_threads_home(desk: App) -> None:
+    # Without a shared organization the colleague's reply became SD-2 of its
+    # own; the reporter's answer to it (In-Reply-To only) belongs in SD-1,
+    # and the colleague still never sees SD-1.
+    ingest(desk, "new-request-de.eml", "colleague-reply-same-org.eml", "reporter-answers-colleague-no-org.eml")
+    assert last_mail(desk).disposition == "commented SD-1"
+    assert comments(desk, "SD-2") == []
+    assert ("kai.weber@bauwerk-ag.de", "comment_added", "SD-1") not in outbox(desk)
