@@ -71,6 +71,11 @@ def _init_worker(settings: Settings) -> None:
     _runner = App(settings).runner()
 
 
+def _ready() -> bool:
+    """A no-op task: returns once the worker process has started."""
+    return _runner is not None
+
+
 def _work(limit: int) -> int:
     """Claim up to ``limit`` queued rows and process them; returns how many
     were claimed (0: the queue looked empty)."""
@@ -121,6 +126,7 @@ class Daemon:
             # are never scanned again, so later collections stay short.
             # (Freezing is cheap; a gc.collect() first would itself stall.)
             gc.freeze()
+            await self._start_workers()
             await self.listener.start()
             host, port = self.listener.address
             mode = "LMTP" if self.settings.smtp.lmtp else "SMTP"
@@ -143,6 +149,13 @@ class Daemon:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
             await asyncio.to_thread(self.pool.shutdown, True, cancel_futures=True)
+
+    async def _start_workers(self) -> None:
+        """Start the worker processes before listening: spawning them imports
+        the whole pipeline, a CPU burst that should not meet the first
+        clients (and "listening" should mean ready)."""
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(loop.run_in_executor(self.pool, _ready) for _ in range(self.n_workers)))
 
     def request_stop(self, sig: signal.Signals | None = None) -> None:
         if not self.stopping.is_set():

@@ -361,4 +361,5 @@ def claim_processed_key(conn: Connection, key: str, mail_id: int) -> int | None:
 
 def finish_mail(conn: Connection, mail_id: int, **values: Any) -> None:
     values.setdefault("processed_at", utcnow())
-    conn.execute(_FINISH_MAIL, {"b_id": mail_id, "claimed_by": None, **values})
+    # claimed_by stays: it tells an operator which worker processed the mail
+    conn.execute(_FINISH_MAIL, {"b_id": mail_id, **values})

@@ -107,10 +107,13 @@ def test_concurrent_upgrades_serialise(db_url: str, clean_env: None) -> None:
     """Several processes starting at once on a fresh database (e.g. the MTA
     piping mail to `gateway ingest` right after install) must not race:
     SQLite's BEGIN IMMEDIATE and PostgreSQL's advisory lock serialise them.
-    (Processes, not threads: alembic's ``context`` is process-global.)"""
+    (Processes, not threads: alembic's ``context`` is process-global. A long
+    busy timeout: on a loaded machine waiting for the others may take a while,
+    and a timeout is not what this test is about.)"""
     code = (
         "import sys, time; from gateway.store import schema; from gateway.store.db import make_engine; "
-        "e = make_engine(sys.argv[1]); time.sleep(max(0.0, float(sys.argv[2]) - time.time())); "
+        "e = make_engine(sys.argv[1], busy_timeout_ms=60_000); "
+        "time.sleep(max(0.0, float(sys.argv[2]) - time.time())); "
         "schema.upgrade(e); assert schema.is_up_to_date(e)"
     )
     start_at = str(time.time() + 3)  # after every child has imported: start together

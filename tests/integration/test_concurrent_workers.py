@@ -1,0 +1,78 @@
+"""Several worker processes (and threads) drain one spool at once, on SQLite
+and PostgreSQL: every message is processed exactly once, duplicates of the
+same message have one effect, and ticket numbers never collide."""
+
+from __future__ import annotations
+
+import collections
+import multiprocessing
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlmodel import Session
+
+from gateway.app import App
+from gateway.ingress.spool import Spool, SpoolItem
+from gateway.settings import Settings
+from gateway.store.models import InboundMail, Ticket
+from tests.shared import shared_tool
+
+N = 300
+
+
+def _drain(settings: Settings, name: str) -> None:
+    App(settings).runner(worker=name).drain()
+
+
+def _corpus(tmp_path: Path) -> list[bytes]:
+    out = tmp_path / "c"
+    subprocess.run(
+        [sys.executable, str(shared_tool("make_corpus.py")), "--n", str(N), "--seed", "3", "--dir", str(out)],
+        check=True,
+        capture_output=True,
+    )
+    return [p.read_bytes() for p in sorted(out.glob("*.eml"))]
+
+
+def test_processes_and_threads_drain_one_spool_exactly_once(app: App, tmp_path: Path) -> None:
+    # small claims and batches, so the four workers really interleave
+    workers = app.settings.workers.model_copy(update={"claim_size": 10, "batch_size": 5})
+    app = App(app.settings.model_copy(update={"workers": workers}))
+    raws = _corpus(tmp_path)
+    copies = raws[:40]  # the same messages delivered twice (MTA retry)
+    spool = Spool(app.engine, app.blobs)
+    ids = spool.put_many([SpoolItem(raw=r, source="ingest") for r in raws + copies])
+    assert len(ids) == N + len(copies)
+
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_drain, args=(app.settings, f"proc-{i}")) for i in range(2)]
+    threads = [threading.Thread(target=_drain, args=(app.settings, f"thread-{i}")) for i in range(2)]
+    for p in procs:
+        p.start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=240)
+    for p in procs:
+        p.join(timeout=240)
+        assert p.exitcode == 0
+
+    with Session(app.engine) as s:
+        mails = s.execute(select(InboundMail)).scalars().all()
+        assert {m.status for m in mails} <= {"done", "ignored"}, collections.Counter(m.status for m in mails)
+        assert all(m.attempts == 1 for m in mails), "a row was claimed twice"
+        by_worker = collections.Counter(m.claimed_by for m in mails)
+        assert len(by_worker) >= 3, by_worker  # the workers shared the spool
+        effects = collections.Counter(m.message_id for m in mails if m.status == "done")
+        assert max(effects.values()) == 1, "one message, one effect"
+        dupes = [m for m in mails if (m.disposition or "").startswith("ignored: duplicate")]
+        assert len(dupes) == len(copies)
+        numbers = s.execute(select(Ticket.number)).scalars().all()
+        assert len(numbers) == len(set(numbers))
+        created = s.execute(
+            select(func.count()).select_from(InboundMail).where(InboundMail.disposition.like("created %"))  # type: ignore[union-attr]
+        ).scalar_one()
+        assert created == len(numbers)
