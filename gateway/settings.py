@@ -125,6 +125,20 @@ class OutboundSettings(_Section):
     username: str | None = None
     password_file: str | None = None
     from_: str = Field(default="XiTrust Servicedesk <servicedesk@xitrust.com>", alias="from")
+    # Retry policy of the outbox sender: exponential backoff from
+    # retry_base_seconds, capped at retry_max_seconds per wait; a mail is
+    # given up ("failed") after max_retry_hours or max_attempts attempts.
+    max_retry_hours: int = Field(default=48, gt=0)
+    max_attempts: int = Field(default=30, gt=0)
+    retry_base_seconds: int = Field(default=60, gt=0)
+    retry_max_seconds: int = Field(default=3600, gt=0)
+    timeout: float = Field(default=60.0, gt=0)  # seconds per SMTP command
+    validate_certs: bool = True
+    poll_seconds: float = Field(default=5.0, gt=0)  # the daemon's sender loop
+    # A claimed row is leased this long; a sender that dies mid-send gives
+    # its rows back when the lease runs out. Must exceed one send attempt.
+    lease_seconds: int = Field(default=600, gt=0)
+    batch_size: int = Field(default=50, gt=0)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -134,6 +148,7 @@ class SecuritySettings(_Section):
     agent_domains: tuple[str, ...] = ("xitrust.com",)
     trusted_authserv_id: str = ""
     max_auto_mails_per_hour: int = Field(default=10, ge=0)
+    signup_token_hours: int = Field(default=48, gt=0)  # lifetime of a signup link
 
 
 class LimitsSettings(_Section):
