@@ -313,7 +313,9 @@ def test_reporter_answering_colleagues_separate_ticket_threads_home(desk: App) -
     # Without a shared organization the colleague's reply became SD-2 of its
     # own; the reporter's answer to it (In-Reply-To only) belongs in SD-1,
     # and the colleague still never sees SD-1.
-    ingest(desk, "new-request-de.eml", "colleague-reply-same-org.eml", "reporter-answers-colleague-no-org.eml")
+    ingest(
+        desk, "new-request-de.eml", "colleague-reply-same-org.eml", "reporter-answers-colleague-no-org.eml"
+    )
     assert last_mail(desk).disposition == "commented SD-1"
     assert comments(desk, "SD-2") == []
     assert ("kai.weber@bauwerk-ag.de", "comment_added", "SD-1") not in outbox(desk)
