@@ -2,7 +2,9 @@
 directory, ``pg_ctl start`` on a free loopback port, databases on demand,
 ``pg_ctl stop -m fast`` and cleanup. PostgreSQL refuses to run as root, so
 as root every server command runs as the ``postgres`` user (``runuser``)
-on a directory that user owns; otherwise the commands run directly."""
+on a directory that user owns; otherwise the commands run directly. A
+watchdog process stops the cluster if the test process dies without
+cleaning up (``timeout`` sends SIGTERM, which skips fixture teardown)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -19,6 +22,22 @@ from pathlib import Path
 
 PG_BIN_CANDIDATES = ("/usr/lib/postgresql/15/bin",)
 SERVER_USER = "postgres"
+
+# argv: owner pid, base dir, then the pg_ctl stop command. Polls until the
+# owner is gone, then stops the server and removes the directory.
+_WATCHDOG = """
+import os, shutil, subprocess, sys, time
+owner, base, cmd = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+while True:
+    try:
+        os.kill(owner, 0)
+    except ProcessLookupError:
+        break
+    time.sleep(0.5)
+if os.path.isdir(base):
+    subprocess.run(cmd, cwd=base, stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+    shutil.rmtree(base, ignore_errors=True)
+"""
 
 
 class PgClusterError(RuntimeError):
@@ -59,6 +78,7 @@ class PgCluster:
         self.base: Path | None = None
         self.running = False
         self._db_counter = 0
+        self._watchdog: subprocess.Popen[bytes] | None = None
 
     # -- paths ------------------------------------------------------------
     @property
@@ -150,11 +170,25 @@ class PgCluster:
                 ]
             )
             self.running = True
+            self._start_watchdog()
             self._wait_ready()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _stop_cmd(self) -> list[str]:
+        return self._cmd([str(self.pg_bin / "pg_ctl"), "stop", "-D", str(self.datadir), "-m", "fast", "-w"])
+
+    def _start_watchdog(self) -> None:
+        assert self.base is not None
+        self._watchdog = subprocess.Popen(
+            [sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(self.base), *self._stop_cmd()],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # survives a signal sent to our process group
+        )
 
     def _wait_ready(self, timeout: float = 60) -> None:
         import psycopg
@@ -174,6 +208,10 @@ class PgCluster:
     def stop(self) -> None:
         if self.base is None:
             return
+        if self._watchdog is not None:
+            self._watchdog.kill()
+            self._watchdog.wait()
+            self._watchdog = None
         if self.running:
             with contextlib.suppress(PgClusterError, subprocess.TimeoutExpired):
                 self._run([str(self.pg_bin / "pg_ctl"), "stop", "-D", str(self.datadir), "-m", "fast", "-w"])

@@ -319,3 +319,38 @@ def test_reporter_answering_colleagues_separate_ticket_threads_home(desk: App) -
     assert last_mail(desk).disposition == "commented SD-1"
     assert comments(desk, "SD-2") == []
     assert ("kai.weber@bauwerk-ag.de", "comment_added", "SD-1") not in outbox(desk)
+
+
+def test_bounce_marks_outbound_mail_and_address_instead_of_ticket(desk: App) -> None:
+    ingest(desk, "new-request-de.eml")
+    with Session(desk.engine) as s, s.begin():
+        row = s.exec(select(OutboundMail)).one()
+        row.message_id = "<sd-notify-0001@servicedesk.xitrust.com>"  # as the sender would record it
+        s.add(row)
+    ingest(desk, "dsn-bounce-of-desk-notification.eml")
+    assert last_mail(desk).disposition == "ignored: bounce"
+    with Session(desk.engine) as s:
+        assert s.exec(select(OutboundMail)).one().status == "bounced"
+        anna = s.exec(select(Account).where(Account.email == "anna.mueller@bauwerk-ag.de")).one()
+        assert anna.bounced_at is not None
+        assert len(s.exec(select(Ticket)).all()) == 1
+    # a bounced address gets no more automatic mail
+    before = len(outbox(desk))
+    ingest(desk, "message-id-reused-different-content.eml")
+    assert len(outbox(desk)) == before
+
+
+def test_unknown_sender_rejected_by_policy_creates_nothing(app: App) -> None:
+    strict = configured(app, desk={"unknown_senders": "reject"})
+    ingest(strict, "new-request-de.eml")
+    row = last_mail(strict)
+    assert (row.status, row.disposition) == ("ignored", "ignored: unknown sender")
+    with Session(strict.engine) as s:
+        assert s.exec(select(Account)).all() == [] and s.exec(select(Ticket)).all() == []
+    assert outbox(strict) == []
+
+
+def test_robots_never_create_accounts(desk: App) -> None:
+    ingest(desk, "auto-reply-to-ack.eml", "dsn-bounce-of-desk-notification.eml")
+    with Session(desk.engine) as s:
+        assert s.exec(select(Account)).all() == []
