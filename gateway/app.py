@@ -46,6 +46,11 @@ class App:
 
         if schema.is_up_to_date(self.engine):
             return
+        current = schema.current_revision(self.engine)
+        if current is not None and not schema.is_known(current):
+            raise RuntimeError(
+                f"database schema revision {current} is newer than this gateway: install the newer version"
+            )
         if is_sqlite(self.engine):
             schema.upgrade(self.engine)
             return

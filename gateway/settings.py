@@ -114,6 +114,9 @@ class ImapSettings(_Section):
     idle: bool = True
     recipient: str = "servicedesk@xitrust.com"
     trusted: bool = False
+    # Mail larger than smtp.max_message_size is left in ``folder`` (and
+    # logged) unless this names a folder to move it to.
+    oversize_folder: str | None = None
 
 
 class OutboundSettings(_Section):

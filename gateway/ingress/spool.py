@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlmodel import Session
 
 from gateway.domain import MailStatus, TemporaryFailure
@@ -41,7 +41,19 @@ class Spool:
         """Store all items durably in one transaction (group commit) and
         return their spool ids. Raises TemporaryFailure when the disk or the
         database is in trouble; then nothing of the batch was accepted."""
+        return self.put_many_with(items, None)
+
+    def put_many_with(
+        self, items: Sequence[SpoolItem], on_conn: Callable[[Connection], None] | None
+    ) -> list[int]:
+        """``put_many``, and run ``on_conn`` in the same transaction after the
+        rows are inserted: the IMAP poller writes its cursor there, so the
+        spool rows and "fetched up to UID n" commit together or not at all.
+        With no items, only ``on_conn`` runs (in a transaction of its own)."""
         if not items:
+            if on_conn is not None:
+                with connection(self.engine) as conn:
+                    on_conn(conn)
             return []
         # File blobs are written and synced before the transaction, so the
         # database write lock is held only for the row inserts; a crash in
@@ -78,7 +90,10 @@ class Spool:
                 for item, digest in zip(items, digests, strict=True)
             ]
             result = conn.execute(insert(MAIL).returning(MAIL.c.id, sort_by_parameter_order=True), rows)
-            return [int(r[0]) for r in result]
+            ids = [int(r[0]) for r in result]
+            if on_conn is not None:
+                on_conn(conn)
+            return ids
 
     def put(self, item: SpoolItem) -> int:
         return self.put_many([item])[0]

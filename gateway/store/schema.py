@@ -57,6 +57,15 @@ def head_revisions() -> set[str]:
     return set(_script().get_heads())
 
 
+def is_known(revision: str) -> bool:
+    """False for a revision this code has no migration for (a database
+    migrated by a newer gateway)."""
+    try:
+        return _script().get_revision(revision) is not None
+    except Exception:  # alembic raises for unknown or ambiguous ids
+        return False
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Create or migrate the schema to ``revision`` in one transaction.
 

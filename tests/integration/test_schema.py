@@ -11,7 +11,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from sqlmodel import SQLModel
 
 from gateway.app import App
@@ -128,3 +128,12 @@ def test_concurrent_upgrades_serialise(db_url: str, clean_env: None) -> None:
         assert schema.is_up_to_date(engine)
     finally:
         engine.dispose()
+
+
+def test_ensure_schema_refuses_a_newer_database(app: App) -> None:
+    """A database migrated by a newer gateway is never 'upgraded' (SQLite)
+    or reported as merely outdated (PostgreSQL)."""
+    with transaction(app.engine) as s:
+        s.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    with pytest.raises(RuntimeError, match="newer than this gateway"):
+        app.ensure_schema()

@@ -1,0 +1,352 @@
+"""Render one outbox row into an ``EmailMessage``: jinja2 templates (subject,
+text, HTML as multipart/alternative) in the recipient's locale, threading
+headers, loop-protection headers and header values that cannot carry a line
+break.
+
+Two rules shape this module:
+
+* **Never echo to strangers.** Whether a mail may contain ticket text (the
+  summary, a comment) is decided here, at render time, from the recipient
+  account's state: only ``active`` accounts get it. An ``unverified``
+  address (anyone can write to the desk in someone else's name, "Ticket
+  Trick") only ever gets the ticket key and fixed text.
+* **No header injection.** Every value put into a header goes through
+  ``clean_header_text``: encoded words are decoded *before* control
+  characters are removed, because Python's email package (3.11.7, CVE-2024-6923)
+  decodes ``=?UTF-8?Q?…=0ABcc:…?=`` on assignment and writes the newline out
+  as a real header line.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.errors
+import email.header
+import email.policy
+import email.utils
+import re
+import unicodedata
+from dataclasses import dataclass
+from email.headerregistry import Address
+from email.message import EmailMessage
+from typing import Any
+
+import jinja2
+from sqlalchemy import Connection, select
+
+from gateway.domain import AccountState, Role
+from gateway.outbound.templates import make_environment, template_names
+from gateway.pipeline.reply_text import REPLY_MARKER_DE, REPLY_MARKER_EN
+from gateway.settings import Settings
+from gateway.store.repo import ACCOUNT, COMMENT, MAIL, MESSAGE_REF, TICKET, AccountRow
+
+MARKERS = {"de": REPLY_MARKER_DE, "en": REPLY_MARKER_EN}
+LOCALES = frozenset(MARKERS)
+# Acknowledgements answer a customer's mail (RFC 3834 "auto-replied");
+# everything else the desk sends on its own initiative.
+AUTO_REPLIED = frozenset({"request_created", "signup_invitation"})
+TEMPLATES = frozenset(
+    {"signup_confirmation", "signup_invitation", "request_created", "comment_added", "status_changed"}
+)
+STATUS_EVENTS = frozenset({"resolved", "closed", "reopened"})
+
+MAX_SUMMARY = 200
+MAX_COMMENT = 20_000
+MAX_REFERENCES = 10
+
+_ENCODED_WORD = re.compile(r"=\?[^?\s]{1,40}\?[bBqQ]\?[^?]*\?=")
+_ENCODED_WORD_GAP = re.compile(r"(\?=)\s+(=\?)")
+# Printable ASCII without angle brackets, as RFC 5322 ids are; anything else
+# in an inbound Message-ID is not repeated in our headers.
+_MESSAGE_ID = re.compile(r"^<[\x21-\x3b\x3d\x3f-\x7e]{1,250}>$")
+_BODY_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\x85\u2028\u2029]")
+
+
+class RenderError(Exception):
+    """The row cannot become a mail (bad address, unknown template): a
+    permanent failure, retrying would not help."""
+
+
+# -- sanitising -------------------------------------------------------------
+
+
+def _decode_words(text: str) -> str:
+    def one(m: re.Match[str]) -> str:
+        try:
+            parts = email.header.decode_header(m.group(0))
+            return "".join(
+                p.decode(cs or "ascii", "replace") if isinstance(p, bytes) else p for p, cs in parts
+            )
+        except (LookupError, ValueError, email.errors.HeaderParseError):
+            return ""
+
+    # Adjacent encoded words are one word (RFC 2047 6.2): drop the gap first.
+    return _ENCODED_WORD.sub(one, _ENCODED_WORD_GAP.sub(r"\1\2", text))
+
+
+def clean_header_text(value: str, limit: int = MAX_SUMMARY) -> str:
+    """``value`` as one harmless line for a header: encoded words decoded
+    (repeatedly: a double-encoded one hides a newline one level down), every
+    control, format and line/paragraph separator character turned into a
+    space, whitespace collapsed, leftover ``=?`` broken up so the email
+    package has nothing left to decode, and at most ``limit`` characters."""
+    text = value
+    for _ in range(4):
+        decoded = _decode_words(text)
+        if decoded == text:
+            break
+        text = decoded
+    text = "".join(" " if unicodedata.category(ch)[0] in "CZ" and ch != " " else ch for ch in text)
+    text = " ".join(text.split()).replace("=?", "= ?")
+    if len(text) > limit:
+        text = text[: limit - 1].rstrip() + "…"
+    return text
+
+
+def clean_body_text(value: str, limit: int = MAX_COMMENT) -> str:
+    """Comment text for a body: line breaks normalised, other control
+    characters removed, bounded length."""
+    text = _BODY_CONTROL.sub("", value.replace("\r\n", "\n").replace("\r", "\n")).strip("\n")
+    if len(text) > limit:
+        text = text[:limit].rstrip() + "\n[…]"
+    return text
+
+
+def clean_message_id(value: str | None) -> str | None:
+    """A Message-ID we may repeat in In-Reply-To/References, or None."""
+    if not value:
+        return None
+    value = value.strip()
+    return value if _MESSAGE_ID.match(value) else None
+
+
+def desk_domain(settings: Settings) -> str:
+    return settings.desk.addresses[0].rpartition("@")[2] or "localhost"
+
+
+def new_message_id(settings: Settings) -> str:
+    """A fresh Message-ID on the desk's domain (so a reply is recognisably
+    an answer to us)."""
+    return email.utils.make_msgid(idstring="sd", domain=desk_domain(settings))
+
+
+def _address(name: str, addr: str) -> Address:
+    try:
+        return Address(display_name=clean_header_text(name, 100), addr_spec=addr)
+    except (ValueError, IndexError, email.errors.HeaderParseError) as exc:
+        raise RenderError(f"invalid address {addr!r}") from exc
+
+
+def from_address(settings: Settings) -> Address:
+    name, addr = email.utils.parseaddr(settings.outbound.from_)
+    if not addr:
+        raise RenderError("outbound.from has no address")
+    return _address(name, addr)
+
+
+# -- what a mail says ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """The outbox columns the sender and renderer need."""
+
+    id: int
+    to_addr: str
+    template: str
+    locale: str
+    ticket_id: int | None
+    cause_mail_id: int | None
+    data: dict[str, Any]
+    message_id: str | None
+    attempts: int
+    created_at: dt.datetime
+    status: str
+    automatic: bool
+
+
+@dataclass(frozen=True)
+class MailContext:
+    """Everything one mail shows; ticket text is already None for an
+    unverified recipient."""
+
+    template: str
+    locale: str
+    to_addr: str
+    to_name: str
+    verified: bool
+    ticket_key: str | None
+    summary: str | None
+    comment: str | None
+    author: str | None
+    event: str | None
+    signup_url: str | None
+    message_id: str
+    in_reply_to: str | None
+    references: tuple[str, ...]
+
+
+def load_context(
+    conn: Connection,
+    settings: Settings,
+    row: OutboxRow,
+    account: AccountRow | None,
+    message_id: str,
+    signup_url: str | None,
+) -> MailContext:
+    """Read the ticket, comment and thread of ``row`` and decide what the
+    recipient may see."""
+    verified = account is not None and account.state == AccountState.active
+    locale = row.locale if row.locale in LOCALES else settings.desk.default_locale
+    key = summary = comment = author = None
+    ticket_mid: str | None = None
+    if row.ticket_id is not None:
+        t = conn.execute(
+            select(TICKET.c.key, TICKET.c.summary, TICKET.c.message_id).where(TICKET.c.id == row.ticket_id)
+        ).first()
+        if t is not None:
+            key, ticket_mid = t.key, t.message_id
+            if verified:
+                summary = clean_header_text(t.summary or "")
+    if key is None:
+        key = row.data.get("ticket_key") if isinstance(row.data.get("ticket_key"), str) else None
+    comment_mid: str | None = None
+    comment_id = row.data.get("comment_id")
+    if row.template == "comment_added" and isinstance(comment_id, int):
+        c = conn.execute(
+            select(COMMENT.c.body, COMMENT.c.public, COMMENT.c.message_id, ACCOUNT.c.name,
+                   ACCOUNT.c.email, ACCOUNT.c.role)
+            .join(ACCOUNT, ACCOUNT.c.id == COMMENT.c.author_id)
+            .where(COMMENT.c.id == comment_id)
+        ).first()
+        if c is None or not c.public:
+            raise RenderError(f"comment {comment_id} is gone or internal")
+        comment_mid = c.message_id
+        if verified:
+            comment = clean_body_text(c.body or "")
+            who = c.name or (settings.desk.name if c.role == Role.agent else c.email)
+            author = clean_header_text(who, 100)
+    in_reply_to, references = _thread(conn, row, ticket_mid, comment_mid, message_id)
+    event = row.data.get("event") if row.data.get("event") in STATUS_EVENTS else None
+    if row.template == "status_changed" and event is None:
+        raise RenderError("status_changed without a known event")
+    return MailContext(
+        template=row.template,
+        locale=locale,
+        to_addr=row.to_addr,
+        to_name=account.name if verified and account is not None else "",
+        verified=verified,
+        ticket_key=key,
+        summary=summary,
+        comment=comment,
+        author=author,
+        event=event,
+        signup_url=signup_url,
+        message_id=message_id,
+        in_reply_to=in_reply_to,
+        references=references,
+    )
+
+
+def _thread(
+    conn: Connection,
+    row: OutboxRow,
+    ticket_mid: str | None,
+    comment_mid: str | None,
+    own_mid: str,
+) -> tuple[str | None, tuple[str, ...]]:
+    """In-Reply-To: the message that caused this mail (the customer's mail,
+    the comment's mail), else the newest one the ticket knows. References:
+    the ticket's first message and the newest known ids, oldest first."""
+    if row.ticket_id is None:
+        return None, ()
+    recent = [
+        r[0]
+        for r in conn.execute(
+            select(MESSAGE_REF.c.message_id)
+            .where(MESSAGE_REF.c.ticket_id == row.ticket_id)
+            .where(MESSAGE_REF.c.direction.in_(("inbound", "outbound")))
+            .order_by(MESSAGE_REF.c.id.desc())
+            .limit(MAX_REFERENCES * 2)
+        )
+    ]
+    cause_mid = None
+    if row.cause_mail_id is not None:
+        cause_mid = conn.execute(select(MAIL.c.message_id).where(MAIL.c.id == row.cause_mail_id)).scalar()
+    known = [m for m in (clean_message_id(x) for x in reversed(recent)) if m and m != own_mid]
+    parent = clean_message_id(cause_mid) or clean_message_id(comment_mid) or (known[-1] if known else None)
+    parent = parent or clean_message_id(ticket_mid)
+    refs: list[str] = []
+    for mid in [clean_message_id(ticket_mid), *known[-(MAX_REFERENCES - 1):], parent]:
+        if mid and mid != own_mid and mid not in refs:
+            refs.append(mid)
+    if parent in refs:  # the parent goes last, as RFC 5322 3.6.4 wants
+        refs.remove(parent)
+        refs.append(parent)
+    return parent, tuple(refs[-MAX_REFERENCES:])
+
+
+# -- rendering -----------------------------------------------------------------
+
+
+class Renderer:
+    """Turns a MailContext into a message. One per sender; the jinja2
+    Environment caches compiled templates."""
+
+    def __init__(self, settings: Settings, env: jinja2.Environment | None = None) -> None:
+        self.settings = settings
+        self.env = env or make_environment()
+
+    def render(self, ctx: MailContext, now: dt.datetime | None = None) -> EmailMessage:
+        if ctx.template not in TEMPLATES:
+            raise RenderError(f"unknown template {ctx.template!r}")
+        if ctx.template.startswith("signup_") and not ctx.signup_url:
+            raise RenderError(f"{ctx.template} without a signup link")
+        settings = self.settings
+        values = {
+            "locale": ctx.locale,
+            "desk_name": settings.desk.name,
+            "portal_url": settings.desk.portal_url.rstrip("/"),
+            "marker": MARKERS[ctx.locale],
+            "key": ctx.ticket_key,
+            "verified": ctx.verified,
+            "name": clean_header_text(ctx.to_name, 100),
+            "summary": ctx.summary,
+            "comment": ctx.comment,
+            "author": ctx.author,
+            "event": ctx.event,
+            "signup_url": ctx.signup_url,
+            "token_hours": settings.security.signup_token_hours,
+        }
+        subject_t, text_t, html_t = template_names(ctx.template, ctx.locale)
+        subject = clean_header_text(self.env.get_template(subject_t).render(values), 250)
+        values["subject"] = subject
+        text = self.env.get_template(text_t).render(values)
+        html = self.env.get_template(html_t).render(values)
+
+        msg = EmailMessage(policy=email.policy.SMTP)
+        msg["From"] = from_address(settings)
+        msg["To"] = _address(ctx.to_name, ctx.to_addr)
+        msg["Reply-To"] = _address(settings.desk.name, settings.desk.addresses[0])
+        msg["Subject"] = subject
+        msg["Date"] = email.utils.format_datetime(now or dt.datetime.now(dt.UTC))
+        msg["Message-ID"] = ctx.message_id
+        if ctx.in_reply_to:
+            msg["In-Reply-To"] = ctx.in_reply_to
+        if ctx.references:
+            msg["References"] = " ".join(ctx.references)
+        msg["Auto-Submitted"] = "auto-replied" if ctx.template in AUTO_REPLIED else "auto-generated"
+        # Asks Exchange/Outlook not to answer with out-of-office and
+        # read receipts: the first defence against mail loops.
+        msg["X-Auto-Response-Suppress"] = "All"
+        msg["Content-Language"] = ctx.locale
+        # quoted-printable: long lines and umlauts survive relays without 8BITMIME.
+        msg.set_content(text, subtype="plain", charset="utf-8", cte="quoted-printable")
+        msg.add_alternative(html, subtype="html", charset="utf-8", cte="quoted-printable")
+        return msg
+
+
+def envelope_sender(settings: Settings) -> str:
+    """MAIL FROM: the desk's From address, so bounces (DSNs naming our
+    Message-ID) come back to the desk and mark the outbox row."""
+    return from_address(settings).addr_spec
