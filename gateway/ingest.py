@@ -6,8 +6,10 @@ the queue. Exit codes follow sysexits, as an MTA's pipe transport expects:
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, TextIO
+from concurrent.futures import ProcessPoolExecutor
+from typing import TYPE_CHECKING, Any, TextIO
 
 from gateway.domain import TemporaryFailure, normalize_address
 from gateway.ingress.pipe import RawMessage, SourceError, iter_path, read_stream
@@ -32,51 +34,101 @@ def _messages(paths: Sequence[str], limit: int) -> Iterator[RawMessage]:
             yield from iter_path(path, limit)
 
 
+class _Spooler(threading.Thread):
+    """Reads the sources and commits them to the spool in batches, while the
+    caller's thread processes what is already spooled: reading and file
+    creation overlap with the pipeline's database work."""
+
+    def __init__(self, app: App, paths: Sequence[str], recipient: str, err: TextIO) -> None:
+        super().__init__(name="ingest-spooler", daemon=True)
+        self.spool = Spool(app.engine, app.blobs)
+        self.paths = paths
+        self.recipient = recipient
+        self.limit = app.settings.smtp.max_message_size
+        self.err = err
+        self.accepted = 0
+        self.rejected = 0
+        self.failure: SourceError | TemporaryFailure | None = None
+        self.more = threading.Event()  # a batch was committed, or the end
+        self.finished = threading.Event()
+
+    def run(self) -> None:
+        batch: list[SpoolItem] = []
+        try:
+            for msg in _messages(self.paths, self.limit):
+                if msg.raw is None:
+                    self.rejected += 1
+                    print(f"gateway: rejected {msg.label}: {msg.error}", file=self.err)
+                    continue
+                batch.append(SpoolItem(raw=msg.raw, source="ingest", recipient=self.recipient))
+                if len(batch) >= SPOOL_BATCH:
+                    self._commit(batch)
+                    batch = []
+            self._commit(batch)
+        except (SourceError, TemporaryFailure) as exc:
+            self.failure = exc
+        finally:
+            self.finished.set()
+            self.more.set()
+
+    def _commit(self, batch: list[SpoolItem]) -> None:
+        if batch:
+            self.accepted += len(self.spool.put_many(batch))
+            self.more.set()
+
+
 def run_ingest(
     app: App, paths: Sequence[str], recipient: str | None, progress: bool, err: TextIO | None = None
 ) -> int:
     err = err or sys.stderr
-    settings = app.settings
-    limit = settings.smtp.max_message_size
-    rcpt = normalize_address(recipient) if recipient else settings.desk.addresses[0]
-    spool = Spool(app.engine, app.blobs)
-    rejected = 0
-    accepted = 0
-    batch: list[SpoolItem] = []
-    try:
-        for msg in _messages(paths, limit):
-            if msg.raw is None:
-                rejected += 1
-                print(f"gateway: rejected {msg.label}: {msg.error}", file=err)
-                continue
-            batch.append(SpoolItem(raw=msg.raw, source="ingest", recipient=rcpt))
-            if len(batch) >= SPOOL_BATCH:
-                accepted += len(spool.put_many(batch))
-                batch = []
-        accepted += len(spool.put_many(batch))
-    except SourceError as exc:
-        print(f"gateway: {exc}", file=err)
+    rcpt = normalize_address(recipient) if recipient else app.settings.desk.addresses[0]
+    spooler = _Spooler(app, paths, rcpt, err)
+    spooler.start()
+    _process_while_spooling(app, spooler, progress, err)
+    spooler.join()
+    if isinstance(spooler.failure, SourceError):
+        print(f"gateway: {spooler.failure}", file=err)
         return EX_NOINPUT
-    except TemporaryFailure as exc:
-        print(f"gateway: temporary failure: {exc} ({accepted} messages accepted before)", file=err)
+    if isinstance(spooler.failure, TemporaryFailure):
+        print(
+            f"gateway: temporary failure: {spooler.failure} ({spooler.accepted} messages accepted before)",
+            file=err,
+        )
         return EX_TEMPFAIL
-    _process_queue(app, accepted, progress, err)
-    return EX_DATAERR if rejected else EX_OK
+    return EX_DATAERR if spooler.rejected else EX_OK
 
 
-def _process_queue(app: App, expected: int, progress: bool, err: TextIO) -> None:
-    """Process what is queued (this run's messages and any left over). The
-    messages are already accepted: trouble here leaves them queued for the
-    next run or the daemon, so it is a warning, not a failure."""
-    pool = make_pool(app.settings) if expected >= 64 else None
-    bar = None
-    if progress and expected > 1:
+def _process_while_spooling(app: App, spooler: _Spooler, progress: bool, err: TextIO) -> None:
+    """Process what is queued (this run's messages and any left over) until
+    the spooler is done. The messages are already accepted: trouble here
+    leaves them queued for the next run or the daemon, so it is a warning,
+    not a failure."""
+    pool: ProcessPoolExecutor | None = None
+    bar: Any = None
+    if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=expected, unit="msg", file=err, leave=False)
+        bar = tqdm(total=0, unit="msg", file=err, leave=False)
+
+    def make() -> ProcessPoolExecutor:
+        nonlocal pool
+        pool = pool or make_pool(app.settings)
+        return pool
+
+    def on_done(_id: int, _d: object) -> None:
+        if bar is not None:
+            bar.total = max(bar.total, spooler.accepted)
+            bar.update(1)
+
     try:
-        runner = Runner(app.settings, app.engine, app.blobs, pool=pool)
-        runner.drain(on_done=(lambda _i, _d: bar.update(1)) if bar is not None else None)
+        runner = Runner(app.settings, app.engine, app.blobs, pool_factory=make)
+        while True:
+            spooler.more.wait()
+            spooler.more.clear()
+            last_round = spooler.finished.is_set()
+            runner.drain(on_done=on_done)
+            if last_round:
+                break
     except TemporaryFailure as exc:
         print(f"gateway: warning: messages accepted but not yet processed: {exc}", file=err)
     finally:

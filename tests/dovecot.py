@@ -83,7 +83,9 @@ class Dovecot:
     """One Dovecot master process (``dovecot -F``) and its files."""
 
     def __init__(self, tls: bool = False) -> None:
-        binary = shutil.which("dovecot") or ("/usr/sbin/dovecot" if Path("/usr/sbin/dovecot").exists() else None)
+        binary = shutil.which("dovecot") or (
+            "/usr/sbin/dovecot" if Path("/usr/sbin/dovecot").exists() else None
+        )
         if binary is None:
             raise DovecotError("dovecot is not installed: `apt-get install -y dovecot-imapd` (see .ci/run)")
         self.binary = binary
@@ -117,7 +119,10 @@ class Dovecot:
                 f"ssl = required\nssl_cert = <{cert}\nssl_key = <{key}\n"
                 "disable_plaintext_auth = yes\nssl_min_protocol = TLSv1.2\n"
             )
-            imaps = f"  inet_listener imaps {{\n    address = 127.0.0.1\n    port = {self.imaps_port}\n    ssl = yes\n  }}\n"
+            imaps = (
+                "  inet_listener imaps {\n    address = 127.0.0.1\n"
+                f"    port = {self.imaps_port}\n    ssl = yes\n  }}\n"
+            )
         (self.root / "dovecot.conf").write_text(
             f"""protocols = imap
 listen = 127.0.0.1

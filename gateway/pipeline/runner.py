@@ -143,6 +143,7 @@ class Runner:
         blobs: FileBlobStore | DatabaseBlobStore,
         worker: str | None = None,
         pool: Executor | None = None,
+        pool_factory: Callable[[], Executor] | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -150,6 +151,7 @@ class Runner:
         self.spool = Spool(engine, blobs)
         self.worker = worker or f"{os.uname().nodename}:{os.getpid()}"
         self.pool = pool
+        self.pool_factory = pool_factory  # makes a pool the first time one pays off
         self.desk_addresses = settings.desk_addresses()
 
     # -- driving ----------------------------------------------------------
@@ -172,6 +174,8 @@ class Runner:
         jobs = self._load(claimed)
         limits = self.settings.limits
         parsed: Iterable[Parsed]
+        if self.pool is None and self.pool_factory is not None and len(jobs) >= POOL_THRESHOLD:
+            self.pool = self.pool_factory()
         if self.pool is not None and len(jobs) >= POOL_THRESHOLD:
             parsed = self.pool.map(_parse_job_star, ((self._raw_ref(j), limits) for j in jobs), chunksize=16)
         else:

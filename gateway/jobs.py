@@ -1,0 +1,114 @@
+"""Scheduled work of ``gateway serve`` on APScheduler's AsyncIOScheduler: one
+IMAP poll job per ``[[imap]]`` mailbox (or a long-running IDLE task where
+the mailbox asks for IDLE and the server offers it) and the spool's
+``reclaim_stale`` sweep. Every job runs on the daemon's event loop; the
+blocking parts (database) run in threads inside the jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from gateway.domain import TemporaryFailure
+from gateway.ingress.imap import Poller
+from gateway.ingress.spool import Spool
+
+if TYPE_CHECKING:
+    from gateway.app import App
+
+log = logging.getLogger("gateway.jobs")
+
+RECLAIM_EVERY = 60  # seconds
+
+
+def make_scheduler() -> AsyncIOScheduler:
+    """A scheduler on the running loop, UTC, jobs never piling up: a poll
+    still running when its next turn comes is skipped (max_instances=1) and
+    missed turns collapse into one (coalesce)."""
+    return AsyncIOScheduler(
+        event_loop=asyncio.get_running_loop(),
+        timezone=dt.UTC,
+        job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": 30},
+    )
+
+
+async def start_imap(
+    app: App, scheduler: AsyncIOScheduler, on_commit: Callable[[list[int]], None] | None = None
+) -> list[Poller]:
+    """Start reading every configured mailbox; returns the pollers (pass
+    them to ``stop_imap``). Never waits for a server: a mailbox that is
+    down or misconfigured retries on its own and disturbs nothing else.
+    ``on_commit(ids)`` is called after each spool commit (wake the workers)."""
+    # aioimaplib logs every unsolicited response at INFO.
+    logging.getLogger("aioimaplib.aioimaplib").setLevel(logging.WARNING)
+    settings = app.settings
+    spool = Spool(app.engine, app.blobs)
+    pollers: list[Poller] = []
+    for cfg in settings.imap:
+        poller = Poller(cfg, spool, max_message_size=settings.smtp.max_message_size, on_commit=on_commit)
+        pollers.append(poller)
+        if cfg.idle:
+            poller.task = asyncio.create_task(
+                _idle_or_poll(poller, scheduler), name=f"imap-idle {poller.key}"
+            )
+        else:
+            _schedule_poll(poller, scheduler)
+        log.info("imap %s: started (%s)", poller.key, "idle" if cfg.idle else f"every {cfg.poll_seconds}s")
+    return pollers
+
+
+def _schedule_poll(poller: Poller, scheduler: AsyncIOScheduler) -> None:
+    scheduler.add_job(
+        poller.poll,
+        "interval",
+        seconds=poller.cfg.poll_seconds,
+        id=f"imap:{poller.key}",
+        name=f"imap poll {poller.key}",
+        next_run_time=dt.datetime.now(dt.UTC),  # first poll now, not after one interval
+        replace_existing=True,
+    )
+
+
+async def _idle_or_poll(poller: Poller, scheduler: AsyncIOScheduler) -> None:
+    """IDLE for as long as the server offers it; fall back to polling."""
+    if not await poller.run_idle():
+        _schedule_poll(poller, scheduler)
+
+
+async def stop_imap(pollers: list[Poller], scheduler: AsyncIOScheduler) -> None:
+    """Stop polling and IDLE, log out. Mail fetched but not yet committed
+    is simply fetched again after the next start."""
+    for poller in pollers:
+        with contextlib.suppress(Exception):
+            scheduler.remove_job(f"imap:{poller.key}")
+    tasks = [p.task for p in pollers if p.task is not None]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.gather(*(p.close() for p in pollers), return_exceptions=True)
+
+
+def add_spool_jobs(app: App, scheduler: AsyncIOScheduler) -> None:
+    """Re-queue spool rows whose worker died (claimed longer ago than
+    ``workers.claim_timeout_seconds``)."""
+    spool = Spool(app.engine, app.blobs)
+    age = dt.timedelta(seconds=app.settings.workers.claim_timeout_seconds)
+
+    async def reclaim() -> None:
+        try:
+            n = await asyncio.to_thread(spool.reclaim_stale, age)
+        except TemporaryFailure as exc:
+            log.warning("reclaim: temporary failure: %s", exc)
+            return
+        if n:
+            log.warning("re-queued %s messages of workers that stopped", n)
+
+    scheduler.add_job(
+        reclaim, "interval", seconds=RECLAIM_EVERY, id="spool:reclaim_stale", replace_existing=True
+    )
