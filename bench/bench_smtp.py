@@ -25,7 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
-CORPUS_TOOL = Path("/work/shared/tools/make_corpus.py")
+CORPUS_TOOL = (
+    Path(os.environ.get("GATEWAY_SHARED", Path(__file__).resolve().parent.parent.parent / "shared"))
+    / "tools"
+    / "make_corpus.py"
+)
 DESK = "servicedesk@xitrust.com"
 
 BARE_SERVER = r"""
@@ -55,7 +59,8 @@ def load_corpus(n: int, seed: int, workdir: Path) -> list[bytes]:
     out = workdir / "corpus"
     subprocess.run(
         [sys.executable, str(CORPUS_TOOL), "--n", str(n), "--seed", str(seed), "--dir", str(out)],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
     # On the wire lines end in CRLF; dot-stuff once here, not in the timed loop.
     msgs = []
@@ -190,8 +195,10 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-smtp-"))
     msgs = load_corpus(args.n, args.seed, work)
     size = sum(len(m) for m in msgs)
-    print(f"corpus: {len(msgs)} messages, {size / len(msgs) / 1024:.1f} KiB average, "
-          f"{args.connections} connections, {os.cpu_count()} CPUs")
+    print(
+        f"corpus: {len(msgs)} messages, {size / len(msgs) / 1024:.1f} KiB average, "
+        f"{args.connections} connections, {os.cpu_count()} CPUs"
+    )
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
 
@@ -236,18 +243,24 @@ def main() -> int:
     gw_rate = len(gw_lat) / gw_secs
 
     def row(name: str, rate: float, lat: list[float], errors: list[str]) -> None:
-        print(f"{name:<22} {rate:8.0f} msg/s   p50 {pct(lat, 0.5) * 1000:6.1f} ms   "
-              f"p99 {pct(lat, 0.99) * 1000:6.1f} ms   errors {len(errors)}")
+        print(
+            f"{name:<22} {rate:8.0f} msg/s   p50 {pct(lat, 0.5) * 1000:6.1f} ms   "
+            f"p99 {pct(lat, 0.99) * 1000:6.1f} ms   errors {len(errors)}"
+        )
 
     print()
     row("bare aiosmtpd (250)", bare_rate, bare_lat, bare_err)
     row("gateway (durable)", gw_rate, gw_lat, gw_err)
-    print(f"gateway end to end     {len(msgs) / e2e_secs:8.0f} msg/s   "
-          f"({e2e_secs:.1f} s until the spool was empty)")
-    print(f"gateway peak RSS       {peak_main / 1024:8.1f} MiB daemon, "
-          f"{rss_tree / 1024:.1f} MiB with workers")
-    print(f"accepted ratio         {gw_rate / bare_rate:8.0%} of the bare server   "
-          f"(db: {db_url.split(':')[0]})")
+    print(
+        f"gateway end to end     {len(msgs) / e2e_secs:8.0f} msg/s   "
+        f"({e2e_secs:.1f} s until the spool was empty)"
+    )
+    print(
+        f"gateway peak RSS       {peak_main / 1024:8.1f} MiB daemon, {rss_tree / 1024:.1f} MiB with workers"
+    )
+    print(
+        f"accepted ratio         {gw_rate / bare_rate:8.0%} of the bare server   (db: {db_url.split(':')[0]})"
+    )
     print(f"gateway exit code      {code}")
     if gw_err or bare_err:
         print("errors:", (gw_err + bare_err)[:5])

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from gateway.domain import AccountState, OutboxStatus, TicketStatus, normalize_address
-from gateway.settings import FREE_MAIL_DOMAINS
+from gateway.settings import FREE_MAIL_DOMAINS, Settings
 from gateway.store.models import Account, Organization, OrganizationDomain, OutboundMail, Ticket, utcnow
 from gateway.views import NotFound, find_org, get_org, get_ticket
 
@@ -94,8 +94,11 @@ def add_member(session: Session, org_name: str, email: str) -> tuple[Account, bo
     return account, created
 
 
-def transition_ticket(session: Session, key: str, status: str) -> tuple[Ticket, str]:
-    """Set a ticket's status; returns (ticket, previous status)."""
+def transition_ticket(
+    session: Session, key: str, status: str, settings: Settings | None = None
+) -> tuple[Ticket, str]:
+    """Set a ticket's status; returns (ticket, previous status). With
+    ``settings``, the reporter and participants are told (status_changed)."""
     try:
         new = TicketStatus(status.strip().lower())
     except ValueError:
@@ -108,7 +111,36 @@ def transition_ticket(session: Session, key: str, status: str) -> tuple[Ticket, 
         ticket.updated_at = utcnow()
         session.add(ticket)
         session.flush()
+        if settings is not None:
+            _notify_status(session, settings, ticket, previous, new)
     return ticket, previous
+
+
+# Which transitions the customer side hears about (resolved, closed, reopened).
+_CLOSED_STATES = frozenset({TicketStatus.resolved.value, TicketStatus.closed.value})
+
+
+def _notify_status(
+    session: Session, settings: Settings, ticket: Ticket, previous: str, new: TicketStatus
+) -> None:
+    from gateway.pipeline import notify
+    from gateway.store import repo
+
+    event: str
+    if new.value in _CLOSED_STATES:
+        event = new.value
+    elif previous in _CLOSED_STATES:
+        event = "reopened"
+    else:
+        return
+    conn = session.connection()  # the same transaction as the status change
+    row = repo.ticket_by_id(conn, ticket.id) if ticket.id is not None else None
+    if row is None:
+        return
+    ids = [row.reporter_id, *repo.participant_ids(conn, row.id)]
+    data: dict[str, object] = {"ticket_key": row.key, "event": event}
+    for account in repo.accounts_by_id(conn, dict.fromkeys(ids)):
+        notify.queue(conn, settings, account, "status_changed", row, data)
 
 
 def retry_outbox(session: Session, outbound_id: int) -> OutboundMail:
@@ -119,6 +151,9 @@ def retry_outbox(session: Session, outbound_id: int) -> OutboundMail:
         raise NotFound(f"outbound mail {outbound_id} not found")
     if out.status == OutboxStatus.sent.value:
         raise AdminError(f"outbound mail {outbound_id} was already sent")
+    if out.status == OutboxStatus.bounced.value:
+        # The recipient's server said the address does not take mail.
+        raise AdminError(f"outbound mail {outbound_id} bounced; it is not sent again")
     out.status = OutboxStatus.queued.value
     out.next_attempt_at = utcnow()
     session.add(out)

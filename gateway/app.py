@@ -108,6 +108,30 @@ class App:
             assert applied.comment_id is not None
             return applied.comment_id
 
+    # -- outbound mail and signup ------------------------------------------
+    def flush_outbox(self) -> dict[str, int]:
+        """Send every due outbox row once; counts by outcome."""
+        from gateway.outbound.sender import flush_outbox
+
+        self.ensure_schema()
+        return flush_outbox(self)
+
+    def signup(self, email: str) -> str:
+        """Queue a signup confirmation when appropriate (silently not, when
+        the address is registered or got one today); returns the address."""
+        from gateway import signup
+
+        self.ensure_schema()
+        signup.request_signup(self.engine, self.settings, email)
+        return normalize_address(email)
+
+    def confirm_signup(self, token: str, name: str, password: str) -> str:
+        """Redeem a signup token; returns the now active account's address."""
+        from gateway import signup
+
+        self.ensure_schema()
+        return signup.confirm_signup(self.engine, token, name, password)
+
     def serve(self) -> int:
         """Run the daemon until SIGTERM; returns the exit code."""
         from gateway.daemon import serve

@@ -257,7 +257,7 @@ def _read_body(path: str | None) -> str:
 
 def cmd_ticket_transition(app: App, args: argparse.Namespace) -> int:
     with transaction(app.engine) as session:
-        ticket, previous = admin.transition_ticket(session, args.key, args.status)
+        ticket, previous = admin.transition_ticket(session, args.key, args.status, app.settings)
         key, status = ticket.key, ticket.status
     print(f"{key}: {previous} -> {status}")
     return EX_OK
@@ -337,6 +337,45 @@ def cmd_outbox_retry(app: App, args: argparse.Namespace) -> int:
         out = admin.retry_outbox(session, args.id)
         attempts = out.attempts
     print(f"outbound mail {args.id} queued for retry (attempts so far: {attempts})")
+    return EX_OK
+
+
+def cmd_outbox_flush(app: App, args: argparse.Namespace) -> int:
+    counts = app.flush_outbox()
+    if args.json:
+        _print_json(counts)
+    else:
+        print(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "nothing due")
+    return EX_OK
+
+
+def cmd_account_signup(app: App, args: argparse.Namespace) -> int:
+    from gateway.signup import SignupError
+
+    try:
+        address = app.signup(args.email)
+    except SignupError as exc:
+        raise CommandError(str(exc)) from None
+    # The same words whatever happened: the output must not tell whether
+    # the address already has an account.
+    print(f"signup requested for {address}: a confirmation mail is on its way unless the address "
+          "is already registered or got one within the last day")
+    return EX_OK
+
+
+def cmd_account_confirm(app: App, args: argparse.Namespace) -> int:
+    from gateway.signup import SignupError
+
+    try:
+        with open(args.password_file, encoding="utf-8") as fh:
+            password = fh.read().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CommandError(f"cannot read the password file {args.password_file}: {exc}") from None
+    try:
+        email = app.confirm_signup(args.token, args.name, password)
+    except SignupError as exc:
+        raise CommandError(str(exc)) from None
+    print(f"account {email} is active")
     return EX_OK
 
 
@@ -432,6 +471,12 @@ def build_parser() -> argparse.ArgumentParser:
     command(account, "list", cmd_account_list, "list accounts", json_output=True)
     p = command(account, "show", cmd_account_show, "show one account", json_output=True)
     p.add_argument("email", metavar="EMAIL")
+    p = command(account, "signup", cmd_account_signup, "send a signup confirmation link to an address")
+    p.add_argument("email", metavar="EMAIL")
+    p = command(account, "confirm", cmd_account_confirm, "complete a signup with the token from its link")
+    p.add_argument("token", metavar="TOKEN")
+    p.add_argument("--name", required=True, metavar="NAME", help="the account holder's name")
+    p.add_argument("--password-file", required=True, metavar="F", help="file holding the new password")
 
     ticket = group("ticket", "tickets")
     p = command(ticket, "list", cmd_ticket_list, "list tickets", json_output=True)
@@ -463,6 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", choices=[s.value for s in OutboxStatus])
     p = command(outbox, "retry", cmd_outbox_retry, "send an outbound mail again now")
     p.add_argument("id", type=int, metavar="ID")
+    command(outbox, "flush", cmd_outbox_flush, "send every due outbound mail now", json_output=True)
     return parser
 
 

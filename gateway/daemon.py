@@ -137,7 +137,19 @@ class Daemon:
                 asyncio.create_task(self._worker_loop(i), name=f"worker-{i}") for i in range(self.n_workers)
             ]
             sweeper = asyncio.create_task(self._reclaim_loop(), name="reclaim")
+            # --- IMAP pollers (gateway.jobs): a mailbox that is down retries
+            # on its own and never delays the listener or the other mailboxes.
+            from gateway import jobs
+
+            scheduler = jobs.make_scheduler()
+            scheduler.start()
+            pollers = await jobs.start_imap(self.app, scheduler, on_commit=self._on_commit)
+            # --- end IMAP
             await self.stopping.wait()
+            # --- IMAP: stop fetching before the listener closes
+            await jobs.stop_imap(pollers, scheduler)
+            scheduler.shutdown(wait=False)
+            # --- end IMAP
             log.info("stopping: no new connections, finishing open transactions")
             await self.listener.stop(SHUTDOWN_GRACE)
             self.kick.set()

@@ -31,6 +31,8 @@ def make_scheduler() -> AsyncIOScheduler:
     """A scheduler on the running loop, UTC, jobs never piling up: a poll
     still running when its next turn comes is skipped (max_instances=1) and
     missed turns collapse into one (coalesce)."""
+    # APScheduler logs two INFO lines per job run: every poll, every mailbox.
+    logging.getLogger("apscheduler.executors.default").setLevel(logging.WARNING)
     return AsyncIOScheduler(
         event_loop=asyncio.get_running_loop(),
         timezone=dt.UTC,

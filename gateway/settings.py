@@ -170,6 +170,27 @@ class WorkerSettings(_Section):
     claim_timeout_seconds: int = Field(default=600, gt=0)
 
 
+# -- operations (logging, metrics) ---------------------------------------
+
+
+class LoggingSettings(_Section):
+    """Log lines go to stderr (journald under systemd); ``$GATEWAY_LOG_LEVEL``
+    overrides ``level`` for one run."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["human", "json"] = "human"
+
+
+class MetricsSettings(_Section):
+    """Prometheus endpoint of ``gateway serve``; ``listen = ""`` disables it.
+    It has no authentication: keep it on loopback (or behind a proxy)."""
+
+    listen: str = Field(default="127.0.0.1:9125", pattern=r"^$|^(\[[0-9A-Fa-f:.]+\]|[^:\[\]]*):[0-9]{1,5}$")
+
+
+# -- end operations -------------------------------------------------------
+
+
 class Settings(BaseSettings):
     """The whole effective configuration."""
 
@@ -193,6 +214,8 @@ class Settings(BaseSettings):
     security: SecuritySettings = SecuritySettings()
     limits: LimitsSettings = LimitsSettings()
     workers: WorkerSettings = WorkerSettings()
+    logging: LoggingSettings = LoggingSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     @field_validator("routing")
     @classmethod

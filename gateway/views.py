@@ -13,11 +13,12 @@ from sqlalchemy import func
 from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
-from gateway.domain import normalize_address
+from gateway.domain import MailStatus, OutboxStatus, normalize_address
 from gateway.store.models import (
     Account,
     Attachment,
     Comment,
+    ImapCursor,
     InboundMail,
     Organization,
     OrganizationDomain,
@@ -335,3 +336,65 @@ def outbox_list(session: Session, status: str | None = None) -> list[JsonDict]:
         }
         for out, key in session.exec(stmt)
     ]
+
+
+# -- status (``gateway status``, the metrics endpoint) ------------------
+
+
+def _age_seconds(value: dt.datetime | None, now: dt.datetime) -> float | None:
+    if value is None:
+        return None
+    return max(0.0, round((now - as_utc(value)).total_seconds(), 1))
+
+
+def status_json(session: Session, now: dt.datetime | None = None) -> JsonDict:
+    """What an operator looks at first when a customer says "my mail never
+    arrived": is mail waiting (spool depth, oldest queued), did some end in
+    the quarantine, is the outbox failing, when did each IMAP mailbox last
+    succeed. Every query is a group-by on an indexed status column or a
+    lookup by primary key, cheap enough for every metrics scrape."""
+    now = now or dt.datetime.now(dt.UTC)
+    inbound = {str(s): 0 for s in MailStatus}
+    for status, n in session.exec(
+        select(InboundMail.status, func.count()).group_by(col(InboundMail.status))
+    ):
+        inbound[status] = int(n)
+    # The lowest queued id is the oldest queued mail: (status, id) is indexed.
+    oldest = session.exec(
+        select(InboundMail.received_at)
+        .where(InboundMail.status == MailStatus.queued)
+        .order_by(col(InboundMail.id))
+        .limit(1)
+    ).first()
+    last = session.exec(select(InboundMail.received_at).order_by(col(InboundMail.id).desc()).limit(1)).first()
+    outbox = {str(s): 0 for s in OutboxStatus}
+    for status, n in session.exec(
+        select(OutboundMail.status, func.count()).group_by(col(OutboundMail.status))
+    ):
+        outbox[status] = int(n)
+    imap = [
+        {
+            "mailbox": c.mailbox,
+            "last_success_at": iso(c.last_success_at),
+            "last_error": c.last_error,
+            "last_error_at": iso(c.last_error_at),
+            # The error is current when nothing succeeded after it.
+            "failing": c.last_error_at is not None
+            and (c.last_success_at is None or as_utc(c.last_error_at) >= as_utc(c.last_success_at)),
+        }
+        for c in session.exec(select(ImapCursor).order_by(col(ImapCursor.mailbox)))
+    ]
+    return {
+        "spool": {
+            "depth": inbound[MailStatus.queued] + inbound[MailStatus.processing],
+            "queued": inbound[MailStatus.queued],
+            "processing": inbound[MailStatus.processing],
+            "oldest_queued_at": iso(oldest),
+            "oldest_queued_age_seconds": _age_seconds(oldest, now),
+        },
+        "quarantined": inbound[MailStatus.quarantined],
+        "inbound": inbound,
+        "last_received_at": iso(last),
+        "outbox": outbox,
+        "imap": imap,
+    }

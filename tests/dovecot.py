@@ -158,6 +158,11 @@ service imap-login {{
 {imaps}}}
 service anvil {{
   chroot =
+  # No auth penalty (seconds of delay per failed login from one IP): the
+  # wrong-password test makes many attempts.
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
 }}
 service stats {{
   chroot =
@@ -183,6 +188,10 @@ service stats {{
             [self.binary, "-F", "-c", str(self.conf)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            # Its own process group: stop() signals the master and every
+            # child (a foreground master leaves logged-in imap processes
+            # running when only it is stopped).
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -203,13 +212,26 @@ service stats {{
         """Stop the master; Dovecot tells its IMAP clients ``* BYE``."""
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+        pgid = self.proc.pid  # session leader: group id == its pid
+        # SIGTERM to the whole group, like a service manager's stop: each
+        # imap process says "* BYE Server shutting down." and exits.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGTERM)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
             try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
         if self.proc.stderr:
             self.proc.stderr.close()
         self.proc = None

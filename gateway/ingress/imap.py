@@ -244,7 +244,8 @@ class Poller:
             await self._drop(polite=False)
             raise
         except Exception as exc:  # noqa: BLE001 - every failure is logged and retried
-            await self._failed(exc)
+            # The scheduler calls again after poll_seconds at the earliest.
+            await self._failed(exc, floor=float(self.cfg.poll_seconds))
             return 0
         self._failures = 0
         return spooled
@@ -389,7 +390,8 @@ class Poller:
     async def _ensure_folder(self, folder: str) -> None:
         assert self._client is not None
         response = await self._call(self._client.list('""', quoted(folder)))
-        if any(isinstance(ln, bytes) and ln.startswith(b"LIST") for ln in response.lines):
+        # Untagged "* LIST (flags) delim name" arrives without "* LIST".
+        if any(isinstance(ln, bytes) and ln.startswith((b"(", b"LIST")) for ln in response.lines[:-1]):
             return
         response = await self._call(self._client.create(quoted(folder)))
         if response.result != "OK" and b"ALREADYEXISTS" not in b" ".join(
@@ -489,10 +491,16 @@ class Poller:
         response = await self._call(self._client.uid_search("ALL", charset=None))
         if response.result != "OK":
             raise ImapError(f"UID SEARCH failed: {_text(response)}")
+        # aioimaplib strips "* SEARCH" from the untagged line; the last line
+        # is the tagged completion text.
         uids: list[int] = []
-        for line in response.lines:
-            if isinstance(line, bytes) and line.startswith(b"SEARCH"):
-                uids.extend(int(tok) for tok in line.split()[1:] if tok.isdigit())
+        for line in response.lines[:-1]:
+            if isinstance(line, bytes):
+                tokens = line.split()
+                if tokens and tokens[0] == b"SEARCH":
+                    tokens = tokens[1:]
+                if all(tok.isdigit() for tok in tokens):
+                    uids.extend(int(tok) for tok in tokens)
         return sorted(set(uids))
 
     async def _sizes(self, uids: list[int]) -> dict[int, int]:
@@ -635,7 +643,7 @@ class Poller:
             raise ImapError(f"IDLE ended badly: {_text(response)}")
 
     # -- bookkeeping ---------------------------------------------------
-    async def _failed(self, exc: BaseException) -> None:
+    async def _failed(self, exc: BaseException, floor: float = 0.0) -> None:
         self._failures += 1
         delay = min(self.backoff_max, self.backoff_base * 2 ** (self._failures - 1))
         # Jitter: desks whose server restarted do not all come back in step.
@@ -644,9 +652,10 @@ class Poller:
         if auth:
             delay = max(delay, self.auth_retry)
         self._not_before = time.monotonic() + delay
+        delay = max(delay, floor)  # what the log line promises
         reason = _describe(exc)
         if auth:
-            log.error("imap %s: %s; next attempt in %.0fs", self.key, reason, delay)
+            log.error("imap %s: %s; next attempt in %.1fs", self.key, reason, delay)
         elif isinstance(exc, _EXPECTED):
             log.warning("imap %s: %s; reconnecting in %.1fs", self.key, reason, delay)
         else:  # a bug: show where, once per attempt, and keep going

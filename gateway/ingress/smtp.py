@@ -174,16 +174,39 @@ class DeskHandler:
     """aiosmtpd handler: only the desk's addresses are recipients (never a
     relay), and DATA is answered only after the durable commit."""
 
-    def __init__(self, config: ListenerConfig, committer: GroupCommitter) -> None:
+    def __init__(
+        self,
+        config: ListenerConfig,
+        committer: GroupCommitter,
+        on_result: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.config = config
         self.committer = committer
+        # (result, reason) of every answer that decides a message's fate:
+        # the daemon's metrics count them.
+        self.on_result = on_result
+
+    # -- ops: counting and reloading ----------------------------------------
+    def count(self, result: str, reason: str) -> None:
+        if self.on_result is not None:
+            self.on_result(result, reason)
+
+    def reload(self, config: ListenerConfig) -> None:
+        """New addresses and routing (SIGHUP). Open sessions see them from
+        their next command: each handler call reads ``self.config`` afresh,
+        and one attribute assignment is atomic on the loop."""
+        self.config = config
+
+    # -- end ops --
 
     async def handle_RCPT(
         self, server: SMTP, session: SmtpSession, envelope: Envelope, address: str, rcpt_options: list[str]
     ) -> str:
         if normalize_address(address) not in self.config.desk_addresses:
+            self.count("rejected", "unknown_recipient")
             return R_NO_SUCH_USER
         if len(envelope.rcpt_tos) >= self.config.max_recipients:
+            self.count("tempfailed", "too_many_recipients")
             return R_TOO_MANY_RCPT
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
@@ -204,9 +227,11 @@ class DeskHandler:
             # TemporaryFailure (database busy or down, disk full) or a bug:
             # either way the client must retry, and must not see internals.
             log.warning("peer=%s: message not accepted", session.peer, exc_info=True)
+            self.count("tempfailed", "spool_unavailable")
             status = R_TEMPFAIL
         else:
-            log.debug("peer=%s: spooled as %s", session.peer, spool_id)
+            log.debug("peer=%s: spooled as %s", session.peer, spool_id, extra={"spool": spool_id})
+            self.count("accepted", "ok")
             status = R_OK
         if self.config.lmtp:
             # LMTP wants one reply per accepted recipient; they share one
@@ -275,6 +300,7 @@ class _GatewayMixin(SMTP):
             if not self._tracker.admit(self, self._peer_ip):
                 self._refused = True
                 log.warning("peer=%s: connection refused: too many connections", peer)
+                self.event_handler.count("tempfailed", "too_many_connections")
                 assert isinstance(transport, asyncio.WriteTransport)
                 transport.write(R_TOO_MANY_CONN)
                 transport.close()
@@ -299,10 +325,19 @@ class _GatewayMixin(SMTP):
             if self.transport is not None:
                 self._reset_timeout()
 
+    async def push(self, status: Any) -> None:
+        # aiosmtpd answers an oversize message (SIZE= or the DATA itself)
+        # without asking the handler: count it where it is said.
+        text = status.decode("ascii", "replace") if isinstance(status, bytes) else str(status)
+        if text.startswith("552"):
+            self.event_handler.count("rejected", "message_too_large")
+        await super().push(status)
+
     async def handle_exception(self, error: Exception) -> str:
         # aiosmtpd's default answers "500 Error: (Type) text": a permanent
         # failure that would bounce the mail and leak internals.
         log.error("peer=%s: session error", self.session.peer if self.session else None, exc_info=error)
+        self.event_handler.count("tempfailed", "session_error")
         self._set_rset_state()
         return R_TEMPFAIL
 
@@ -352,6 +387,7 @@ class Listener:
         *,
         on_commit: Callable[[list[int]], None] | None = None,
         commit_window: float = 0.002,
+        on_result: Callable[[str, str], None] | None = None,
     ) -> None:
         self.config = config
         self.spool = spool
@@ -360,7 +396,7 @@ class Listener:
         self.committer = GroupCommitter(
             spool, self.commit_executor, window=commit_window, on_commit=on_commit
         )
-        self.handler = DeskHandler(config, self.committer)
+        self.handler = DeskHandler(config, self.committer, on_result)
         self.tracker = ConnectionTracker(config.max_connections, config.max_connections_per_ip)
         self.tls_context = make_tls_context(config.tls_cert, config.tls_key) if (
             config.tls_cert and config.tls_key

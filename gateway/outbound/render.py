@@ -339,10 +339,11 @@ class Renderer:
         # Asks Exchange/Outlook not to answer with out-of-office and
         # read receipts: the first defence against mail loops.
         msg["X-Auto-Response-Suppress"] = "All"
-        msg["Content-Language"] = ctx.locale
         # quoted-printable: long lines and umlauts survive relays without 8BITMIME.
         msg.set_content(text, subtype="plain", charset="utf-8", cte="quoted-printable")
         msg.add_alternative(html, subtype="html", charset="utf-8", cte="quoted-printable")
+        # After the parts: set_content moves Content-* headers into them.
+        msg["Content-Language"] = ctx.locale
         return msg
 
 

@@ -89,7 +89,8 @@ class MaildirTransport:
 
     def _write(self, data: bytes) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        mailbox.Maildir(str(self.path), create=True).add(data)
+        # Files in a Maildir use the local line ending, as a delivery agent writes them.
+        mailbox.Maildir(str(self.path), create=True).add(data.replace(b"\r\n", b"\n"))
 
     async def send(self, data: bytes, mail_from: str, rcpt: str) -> None:
         try:

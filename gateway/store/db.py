@@ -71,6 +71,19 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
+_CONFLICT_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock, serialization failure
+
+
+def is_conflict(exc: BaseException | None) -> bool:
+    """A transaction the database aborted because of a concurrent one (a
+    PostgreSQL deadlock or serialization failure, SQLite busy): doing it
+    again is the cure."""
+    orig = getattr(exc, "orig", None)
+    if getattr(orig, "sqlstate", None) in _CONFLICT_SQLSTATES:
+        return True
+    return isinstance(exc, OperationalError) and "locked" in str(orig).lower()
+
+
 @contextlib.contextmanager
 def transaction(engine: Engine) -> Iterator[Session]:
     """One write transaction: commit on success, roll back on error; transient

@@ -314,6 +314,10 @@ def remember_message_id(
     )
 
 
+def participant_ids(conn: Connection, ticket_id: int) -> list[int]:
+    return [aid for (aid,) in conn.execute(_PARTICIPANT_IDS, {"b_ticket": ticket_id})]
+
+
 def audience_ids(conn: Connection, ticket: TicketRow) -> list[int]:
     """Reporter, participants and (when shared) organization members."""
     ids: dict[int, None] = {ticket.reporter_id: None}
