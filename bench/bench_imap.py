@@ -92,7 +92,8 @@ def main() -> int:
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"messages: {len(raws)} appended in {append_s:.1f}s; spooled {spooled}, left in INBOX {left}")
     print(f"imap drain: {imap_s:.2f}s = {spooled / imap_s:.0f} messages/s")
-    print(f"pipeline:   {pipe_s:.2f}s = {sum(counts.values()) / pipe_s:.0f} messages/s  {dict(counts)}")
+    outcome = {str(k): v for k, v in counts.items()}
+    print(f"pipeline:   {pipe_s:.2f}s = {sum(counts.values()) / pipe_s:.0f} messages/s  {outcome}")
     print(f"imap drain + pipeline: {spooled / (imap_s + pipe_s):.0f} messages/s")
     print(f"peak RSS (this process): {rss_mb:.0f} MB")
     return 0 if spooled == len(raws) and left == 0 else 1

@@ -190,6 +190,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--db-url", default=None, help="default: SQLite in the work directory")
+    ap.add_argument("--blobs", default=None, help='blob store: a directory (default) or "database"')
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-smtp-"))
@@ -217,7 +218,7 @@ def main() -> int:
     port = free_port()
     env.update(
         GATEWAY__DATABASE__URL=db_url,
-        GATEWAY__STORAGE__BLOBS=str(work / "blobs"),
+        GATEWAY__STORAGE__BLOBS=args.blobs or str(work / "blobs"),
         GATEWAY__OUTBOUND__MAILDIR=str(work / "sent"),
         GATEWAY__SMTP__LISTEN=f"127.0.0.1:{port}",
         # All 32 connections come from 127.0.0.1 (default per-IP limit: 20).

@@ -6,6 +6,7 @@ Every failure is one line on stderr and an exit code, never a traceback
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import errno
 import json
 import os
@@ -96,7 +97,66 @@ def _print_pairs(pairs: Iterable[tuple[str, object]]) -> None:
 
 
 def cmd_serve(app: App, args: argparse.Namespace) -> int:
-    return app.serve()
+    # ops: the daemon re-reads this file on SIGHUP (None: $GATEWAY_CONFIG).
+    from gateway.daemon import serve
+
+    return serve(app, config_path=args.config)
+
+
+# --- ops: `gateway status` ------------------------------------------------
+
+
+def _ago(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 120:
+        return f"{s}s ago"
+    if s < 7200:
+        return f"{s // 60}m ago"
+    if s < 172800:
+        return f"{s // 3600}h ago"
+    return f"{s // 86400}d ago"
+
+
+def _since(iso: str | None, now: dt.datetime) -> str:
+    if not iso:
+        return "never"
+    return f"{_short_time(iso)} ({_ago((now - dt.datetime.fromisoformat(iso)).total_seconds())})"
+
+
+def cmd_status(app: App, args: argparse.Namespace) -> int:
+    now = dt.datetime.now(dt.UTC)
+    with reading(app.engine) as session:
+        st = views.status_json(session, now)
+    if args.json:
+        _print_json(st)
+        return EX_OK
+    spool, inbound, outbox = st["spool"], st["inbound"], st["outbox"]
+    oldest = f", oldest queued {_ago(spool['oldest_queued_age_seconds'])}" if spool["queued"] else ""
+    pairs: list[tuple[str, object]] = [
+        ("spool", f"{spool['depth']} waiting ({spool['queued']} queued, {spool['processing']} processing)"
+                  + oldest),
+        ("quarantined", f"{st['quarantined']}" + ("  (gateway mail list --status quarantined)"
+                                                  if st["quarantined"] else "")),
+        ("processed", f"{inbound['done']} done, {inbound['ignored']} ignored"),
+        ("last received", _since(st["last_received_at"], now)),
+        ("outbox", f"{outbox['failed']} failed, {outbox['retrying']} retrying, {outbox['queued']} queued, "
+                   f"{outbox['sent']} sent, {outbox['bounced']} bounced"),
+    ]
+    for box in st["imap"]:
+        state = "FAILING" if box["failing"] else "ok"
+        text = f"{state}; last success {_since(box['last_success_at'], now)}"
+        if box["last_error"]:
+            text += f"; last error {_since(box['last_error_at'], now)}: {box['last_error']}"
+        pairs.append((f"imap {box['mailbox']}", text))
+    if not st["imap"]:
+        pairs.append(("imap", "no mailbox polled yet"))
+    _print_pairs(pairs)
+    return EX_OK
+
+
+# --- end ops
 
 
 def cmd_ingest(app: App, args: argparse.Namespace) -> int:
@@ -452,6 +512,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
     command(commands, "check-config", cmd_check_config, "validate and print the effective config",
             json_output=True, db=False)
+    command(commands, "status", cmd_status, "spool, quarantine, outbox and IMAP health at a glance",
+            json_output=True)  # ops
 
     db = group("db", "database schema")
     command(db, "upgrade", cmd_db_upgrade, "create or migrate the schema", db=False)

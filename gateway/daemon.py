@@ -23,17 +23,22 @@ import multiprocessing
 import os
 import signal
 import sys
+import time
+from collections.abc import Coroutine
 from concurrent.futures import ProcessPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
 from sqlmodel import col
 
+from gateway import logging_setup, views
 from gateway.domain import MailStatus, TemporaryFailure
 from gateway.ingress.smtp import Listener, listener_config
 from gateway.ingress.spool import Spool
-from gateway.settings import Settings
-from gateway.store.db import transaction
+from gateway.metrics import Metrics
+from gateway.sdnotify import Notifier
+from gateway.settings import Settings, load_settings
+from gateway.store.db import reading, transaction
 from gateway.store.models import InboundMail
 
 if TYPE_CHECKING:
@@ -49,11 +54,17 @@ SHUTDOWN_GRACE = 30.0  # seconds open SMTP transactions get to finish
 BUSY_WINDOW = 0.2  # the listener committed this recently: it is busy
 MAX_DEFER = 5.0  # ... but processing never waits longer than this per batch
 WORKER_NICE = 5
+STATUS_EVERY = 30.0  # seconds between STATUS= lines to systemd
+# Sections a SIGHUP cannot change in a running daemon: sockets, engines and
+# worker processes are built from them once. Changes are logged, not applied.
+RESTART_ONLY = ("database", "storage", "smtp", "imap", "workers", "metrics")
 
 
 # -- inside a worker process ------------------------------------------------
 
 _runner: Runner | None = None  # one per worker process, built by _init_worker
+_generation = 0  # the daemon's configuration generation this worker runs with (SIGHUP)
+_latencies: list[float] = []  # measured since the last batch result
 
 
 def _init_worker(settings: Settings) -> None:
@@ -62,13 +73,30 @@ def _init_worker(settings: Settings) -> None:
     global _runner
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # reloads arrive with the next batch
     with contextlib.suppress(OSError):
         os.nice(WORKER_NICE)
-    if not logging.getLogger().handlers:
-        _configure_logging()
+    if not logging_setup.is_configured_elsewhere():
+        logging_setup.configure(settings.logging)
     from gateway.app import App
 
     _runner = App(settings).runner()
+    _runner.on_latency = _latencies.append
+
+
+def _use_settings(generation: int, settings: Settings) -> None:
+    """A reloaded configuration (SIGHUP) for the batches from now on: a new
+    Runner on the same engine and blob store (database and storage need a
+    restart anyway), and the new logging level and format."""
+    global _runner, _generation
+    from gateway.pipeline.runner import Runner
+
+    assert _runner is not None, "worker not initialised"
+    _runner = Runner(settings, _runner.engine, _runner.blobs, worker=_runner.worker)
+    _runner.on_latency = _latencies.append
+    _generation = generation
+    if not logging_setup.is_configured_elsewhere():
+        logging_setup.configure(settings.logging)
 
 
 def _ready() -> bool:
@@ -76,14 +104,22 @@ def _ready() -> bool:
     return _runner is not None
 
 
-def _work(limit: int) -> int:
+def _work(limit: int, generation: int = 0, settings: Settings | None = None) -> tuple[int, list[float]]:
     """Claim up to ``limit`` queued rows and process them; returns how many
-    were claimed (0: the queue looked empty)."""
+    were claimed (0: the queue looked empty) and each processed message's
+    latency in seconds (for the daemon's histogram). ``settings`` comes
+    along once the daemon has reloaded its configuration."""
+    if settings is not None and generation != _generation:
+        _use_settings(generation, settings)
     assert _runner is not None, "worker not initialised"
     claimed = _runner.spool.claim(_runner.worker, limit)
-    for _ in _runner.process(claimed):
-        pass
-    return len(claimed)
+    try:
+        for _ in _runner.process(claimed):
+            pass
+    finally:
+        latencies = _latencies[:]
+        _latencies.clear()
+    return len(claimed), latencies
 
 
 # -- in the daemon --------------------------------------------------------
@@ -92,9 +128,17 @@ def _work(limit: int) -> int:
 class Daemon:
     """Start and stop order of the daemon's parts."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, config_path: str | None = None) -> None:
         self.app = app
         self.settings = app.settings
+        # --- ops: systemd notifications, metrics, SIGHUP reload
+        self.config_path = config_path  # None: $GATEWAY_CONFIG, as at start
+        self.notifier = Notifier()
+        self.metrics = Metrics(app.engine)
+        self.generation = 0  # bumped by every applied reload
+        self._reload_lock = asyncio.Lock()
+        self._ops_tasks: set[asyncio.Task[Any]] = set()
+        # --- end ops
         self.spool = Spool(app.engine, app.blobs)
         self.stopping = asyncio.Event()
         self.kick = asyncio.Event()  # set by the committer: new mail in the spool
@@ -108,7 +152,10 @@ class Daemon:
             initializer=_init_worker,
             initargs=(self.settings,),
         )
-        self.listener = Listener(listener_config(self.settings), self.spool, on_commit=self._on_commit)
+        self.listener = Listener(
+            listener_config(self.settings), self.spool, on_commit=self._on_commit,
+            on_result=self.metrics.count_smtp,
+        )
 
     def _on_commit(self, ids: list[int]) -> None:
         self.kick.set()
@@ -117,6 +164,8 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, sig)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)  # ops
+        self._start_watchdog()  # ops: pings during startup too (migrations may take a while)
         try:
             await asyncio.to_thread(self.app.ensure_schema)
             await asyncio.to_thread(reclaim_dead_local, self.app)
@@ -133,6 +182,7 @@ class Daemon:
             log.info("listening on %s:%s (%s)", host, port, mode)
             print(f"gateway: listening on {host}:{port}", file=sys.stderr, flush=True)
             self.ready.set()
+            await self._ops_ready(f"{host}:{port}")  # ops: metrics, READY=1, STATUS=
             workers = [
                 asyncio.create_task(self._worker_loop(i), name=f"worker-{i}") for i in range(self.n_workers)
             ]
@@ -150,6 +200,7 @@ class Daemon:
             await jobs.stop_imap(pollers, scheduler)
             scheduler.shutdown(wait=False)
             # --- end IMAP
+            self.notifier.send(STOPPING=1, STATUS="stopping: finishing open transactions")  # ops
             log.info("stopping: no new connections, finishing open transactions")
             await self.listener.stop(SHUTDOWN_GRACE)
             self.kick.set()
@@ -158,8 +209,9 @@ class Daemon:
             log.info("stopped")
             return 0
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
+            await self._ops_stop()  # ops
             await asyncio.to_thread(self.pool.shutdown, True, cancel_futures=True)
 
     async def _start_workers(self) -> None:
@@ -185,7 +237,11 @@ class Daemon:
             await self._ingress_first()
             self.kick.clear()
             try:
-                claimed = await loop.run_in_executor(self.pool, _work, batch)
+                # ops: the settings travel along only after a reload.
+                claimed, latencies = await loop.run_in_executor(
+                    self.pool, _work, batch, self.generation, self.settings if self.generation else None
+                )
+                self.metrics.observe_latencies(latencies)
             except TemporaryFailure as exc:
                 log.warning("worker %s: temporary failure: %s", index, exc)
                 await self._sleep(RETRY_PAUSE)
@@ -219,6 +275,116 @@ class Daemon:
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self.stopping.wait(), seconds)
+
+    # --- ops: systemd notify, watchdog, metrics, SIGHUP reload ---------------
+
+    def _start_watchdog(self) -> None:
+        interval = self.notifier.watchdog_interval()
+        if interval is not None:
+            self._ops_task(self._watchdog_loop(interval), "watchdog")
+
+    async def _watchdog_loop(self, interval: float) -> None:
+        """``WATCHDOG=1`` from the event loop itself: if the loop stalls (a
+        blocking call, a deadlock), the pings stop and systemd restarts the
+        service after ``WatchdogSec``."""
+        while True:
+            self.notifier.send(WATCHDOG=1)
+            await asyncio.sleep(interval)
+
+    async def _ops_ready(self, address: str) -> None:
+        listen = self.settings.metrics.listen
+        bound = await asyncio.to_thread(self.metrics.start, listen)
+        if bound is not None:
+            log.info("metrics on http://%s:%s/metrics", *bound)
+        self.notifier.send(READY=1, STATUS=f"listening on {address}")
+        if self.notifier.enabled:
+            self._ops_task(self._status_loop(address), "sd-status")
+
+    async def _status_loop(self, address: str) -> None:
+        """A ``STATUS=`` line for ``systemctl status`` every STATUS_EVERY
+        seconds: what is waiting, what went wrong."""
+        while True:
+            await asyncio.sleep(STATUS_EVERY)
+            try:
+                text = await asyncio.to_thread(self._status_text)
+            except Exception as exc:  # noqa: BLE001 - a status line must not stop the daemon
+                text = f"database unavailable ({type(exc).__name__})"
+            self.notifier.send(STATUS=f"listening on {address}; {text}")
+
+    def _status_text(self) -> str:
+        with reading(self.app.engine) as session:
+            st = views.status_json(session)
+        spool, outbox = st["spool"], st["outbox"]
+        oldest = spool["oldest_queued_age_seconds"]
+        return (
+            f"spool {spool['depth']}" + (f" (oldest {oldest:.0f}s)" if oldest is not None else "")
+            + f", quarantined {st['quarantined']}"
+            + f", outbox failed {outbox['failed']} retrying {outbox['retrying']}"
+        )
+
+    async def _ops_stop(self) -> None:
+        for task in self._ops_tasks:
+            task.cancel()
+        await asyncio.gather(*list(self._ops_tasks), return_exceptions=True)
+        self._ops_tasks.clear()
+        await asyncio.to_thread(self.metrics.stop)
+        self.notifier.close()
+
+    def request_reload(self) -> None:
+        """SIGHUP: re-read the configuration in a task (the handler itself
+        must not block)."""
+        if not self.stopping.is_set():
+            self._ops_task(self.reload(), "reload")
+
+    def _ops_task(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._ops_tasks.add(task)
+        task.add_done_callback(self._ops_tasks.discard)
+
+    async def reload(self) -> bool:
+        """Apply a re-read configuration without dropping connections or
+        queued work: routing and desk addresses to the SMTP handler (open
+        sessions included), all settings to the next worker batches,
+        logging level and format at once. Templates need nothing: the
+        renderer's jinja2 loader re-reads changed files by itself. An invalid
+        file is rejected with one log line and the running configuration
+        stays. Returns whether the new configuration was applied."""
+        async with self._reload_lock:
+            now_usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+            self.notifier.send(RELOADING=1, MONOTONIC_USEC=now_usec)
+            try:
+                new = await asyncio.to_thread(load_settings, self.config_path)
+                effective = self._apply(new)
+            except Exception as exc:  # noqa: BLE001 - ConfigError, or anything else: keep running
+                log.error("reload rejected, keeping the running configuration: %s", exc)
+                self.notifier.send(READY=1, STATUS="reload rejected: invalid configuration")
+                return False
+            log.info(
+                "reloaded configuration (generation %s): %s desk addresses",
+                self.generation, len(effective.desk_addresses()),
+            )
+            self.notifier.send(READY=1, STATUS="configuration reloaded")
+            self.kick.set()
+            return True
+
+    def _apply(self, new: Settings) -> Settings:
+        old = self.settings
+        fixed = [name for name in RESTART_ONLY if getattr(new, name) != getattr(old, name)]
+        if fixed:
+            names = ", ".join(f"[{n}]" for n in fixed)
+            log.warning("reload: changes to %s need a restart; not applied", names)
+        effective = new.model_copy(update={name: getattr(old, name) for name in RESTART_ONLY})
+        # Build everything first, then switch: a failure leaves all as it was.
+        config = listener_config(effective)
+        if not logging_setup.is_configured_elsewhere():
+            logging_setup.configure(effective.logging)
+        self.listener.handler.reload(config)
+        self.settings = effective
+        self.app.settings = effective  # the outbox sender and jobs read it from the app
+        self.generation += 1
+        return effective
+
+    # --- end ops -----------------------------------------------------------
 
     async def _reclaim_loop(self) -> None:
         age = dt.timedelta(seconds=self.settings.workers.claim_timeout_seconds)
@@ -275,23 +441,14 @@ def _is_dead_local(owner: str, node: str) -> bool:
     return False
 
 
-def _configure_logging() -> None:
-    logging.basicConfig(
-        level=os.environ.get("GATEWAY_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # aiosmtpd logs every command at INFO: far too chatty (and slow) for a daemon.
-    logging.getLogger("mail.log").setLevel(logging.WARNING)
-
-
-async def run(app: App) -> int:
+async def run(app: App, config_path: str | None = None) -> int:
     """Run the daemon in the current loop until a stop signal; exit code."""
-    return await Daemon(app).run()
+    return await Daemon(app, config_path).run()
 
 
-def serve(app: App) -> int:
-    """``gateway serve``: run the daemon; returns the exit code."""
-    if not logging.getLogger().handlers:
-        _configure_logging()
-    return asyncio.run(run(app))
+def serve(app: App, config_path: str | None = None) -> int:
+    """``gateway serve``: run the daemon; returns the exit code.
+    ``config_path`` is the file SIGHUP re-reads (None: $GATEWAY_CONFIG)."""
+    if not logging_setup.is_configured_elsewhere():
+        logging_setup.configure(app.settings.logging)
+    return asyncio.run(run(app, config_path))

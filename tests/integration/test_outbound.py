@@ -491,3 +491,38 @@ def test_two_desks_feeding_each_other_exchange_a_bounded_number_of_mails(
                 assert s.exec(select(Ticket)).first() is None  # type: ignore[call-overload]
         finally:
             desk_b.engine.dispose()
+
+
+# -- the daemon's loop -------------------------------------------------------------------------
+
+
+def test_run_sender_sends_while_running_and_stops_on_the_event(desk: App, sink: SmtpSink) -> None:
+    import asyncio
+
+    from gateway.outbound.sender import run_sender
+
+    activate(desk, ANNA)
+    ingest(desk, "new-request-de.eml")
+    fast = configured(desk, outbound={"poll_seconds": 0.05})
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_debug(True)
+        loop.slow_callback_duration = 0.5  # DB work must run off the loop
+        stop = asyncio.Event()
+        task = asyncio.create_task(run_sender(fast, stop))
+        for _ in range(200):
+            if sink.received:
+                break
+            await asyncio.sleep(0.05)
+        ingest(desk, "priority-x-priority-header-en.eml")  # queued while the loop runs
+        for _ in range(200):
+            if len(sink.received) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+    asyncio.run(main())
+    assert len(sink.take()) == 2
+    assert {r.status for r in rows(desk)} == {"sent"}
