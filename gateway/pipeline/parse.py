@@ -1,6 +1,7 @@
 """Parse stage: raw RFC 5322 bytes -> ``ParsedMail``.
 
-Built on the stdlib ``email`` package (compat32 policy) with our own MIME walk
+Built on the stdlib ``email`` package (charset repair in ``charsets``, HTML
+rendering in ``html_text``) (compat32 policy) with our own MIME walk
 rather than on mail-parser: mail-parser costs ~0.5 ms/message on the corpus
 (the stdlib parse is ~0.15 ms), re-encodes every attachment to base64 (one more
 copy of a 20 MB file in memory), and decodes bodies strictly by the declared
@@ -12,7 +13,6 @@ text sent as us-ascii or with no charset). Everything here is bounded by
 from __future__ import annotations
 
 import binascii
-import codecs
 import datetime as dt
 import email.feedparser
 import email.parser
@@ -22,7 +22,6 @@ import re
 import unicodedata
 from email.message import Message
 from email.policy import compat32
-from html.parser import HTMLParser
 
 from gateway.domain import (
     DeliveryReport,
@@ -32,6 +31,14 @@ from gateway.domain import (
     normalize_address,
     normalize_message_id,
 )
+from gateway.pipeline.charsets import (
+    FOLD,
+    clean_text,
+    decode_bytes,
+    decode_header_value,
+    fix_8bit,
+)
+from gateway.pipeline.html_text import html_to_text
 from gateway.pipeline.reply_text import extract_reply
 from gateway.settings import LimitsSettings
 
@@ -67,45 +74,6 @@ KEPT_HEADERS = (
     "x-spam-status",
 )
 
-# Browsers treat these labels as windows-1252 (WHATWG encoding standard), and
-# so do we; unlabelled 8-bit text is tried as UTF-8 first, then cp1252.
-_WESTERN_LABELS = frozenset(
-    {
-        "", "us-ascii", "ascii", "ansi_x3.4-1968", "iso-8859-1", "iso8859-1", "iso_8859-1",
-        "latin1", "latin-1", "l1", "windows-1252", "cp1252", "unknown-8bit", "x-unknown",
-        "unknown", "default", "8bit", "x-user-defined", "iso-8859-15", "iso8859-15", "latin9",
-    }
-)
-_CHARSET_ALIASES = {
-    "utf8": "utf-8",
-    "unicode-1-1-utf-8": "utf-8",
-    "ks_c_5601-1987": "cp949",
-    "gb2312": "gb18030",
-    "gbk": "gb18030",
-    "x-sjis": "shift_jis",
-    "shift-jis": "shift_jis",
-    "iso-8859-8-i": "iso-8859-8",
-}
-
-# cp1252 decode of every byte; its five undefined bytes become U+FFFD.
-_CP1252 = tuple(bytes([b]).decode("cp1252", "replace") for b in range(256))
-
-
-def _cp1252_fallback(exc: UnicodeError) -> tuple[str, int]:
-    """Codec error handler: bytes that are not valid UTF-8 are read as cp1252,
-    so a UTF-8 body with a few stray latin-1 bytes stays readable."""
-    if not isinstance(exc, UnicodeDecodeError):
-        raise exc
-    bad = exc.object[exc.start : exc.end]
-    return "".join(_CP1252[b] for b in bad), exc.end
-
-
-codecs.register_error("gateway_cp1252", _cp1252_fallback)
-
-# C0 controls except TAB and LF, and DEL: never useful in ticket text.
-_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_HEADER_CONTROLS = re.compile(r"[\x00-\x1f\x7f]")
-
 _MIMETYPES = mimetypes.MimeTypes()  # built-in table only: no /etc/mime.types, same on every host
 _EXTENSIONS = {
     "application/octet-stream": ".bin",
@@ -118,9 +86,6 @@ _EXTENSIONS = {
     "application/vnd.ms-tnef": ".dat",
 }
 
-_ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?]*)\?=")
-_BASE64_CHARS = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
-_FOLD = re.compile(r"\r?\n(?=[ \t])")
 _MSGID = re.compile(r"<([^<>]+)>")
 _BARE_MSGID = re.compile(r"^[^\s<>@]+@[^\s<>@]+$")
 _SIMPLE_ADDRESS = re.compile(
@@ -257,117 +222,10 @@ def _scan_structure(raw: bytes) -> tuple[int, int]:
 # --------------------------------------------------------------------------
 # decoding helpers
 # --------------------------------------------------------------------------
-def _norm_charset(charset: str | None) -> str:
-    cs = (charset or "").strip().strip("\"'").lower()
-    cs = cs.split("*", 1)[0]  # RFC 2231 language suffix: utf-8*de
-    return _CHARSET_ALIASES.get(cs, cs)
-
-
-def decode_bytes(data: bytes, charset: str | None) -> str:
-    """Bytes -> text, surviving wrong or missing charset declarations."""
-    if data.isascii():
-        return data.decode("ascii")
-    cs = _norm_charset(charset)
-    if cs in _WESTERN_LABELS:
-        # 8-bit text under a western (or no) label is very often really UTF-8;
-        # a latin-1 text that happens to be valid UTF-8 is vanishingly rare.
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError:
-            if cs in ("iso-8859-15", "iso8859-15", "latin9"):
-                return data.decode("iso8859_15")
-            return data.decode("utf-8", "gateway_cp1252") if _mostly_utf8(data) else _decode_cp1252(data)
-    if cs == "utf-8":
-        return data.decode("utf-8", "gateway_cp1252")
-    try:
-        return data.decode(cs, "replace")
-    except (LookupError, ValueError):  # unknown charset, or a NUL in its name
-        return decode_bytes(data, None)
-
-
-def _decode_cp1252(data: bytes) -> str:
-    return data.decode("cp1252", "gateway_cp1252")
-
-
-def _mostly_utf8(data: bytes) -> bool:
-    """True when the 8-bit bytes mostly form UTF-8 sequences (a UTF-8 text
-    with a few stray latin-1 bytes), so per-byte cp1252 fallback is better
-    than reading the whole text as cp1252."""
-    text = data.decode("utf-8", "replace")
-    return text.count("\ufffd") * 4 < sum(1 for ch in text if ord(ch) > 0x7F)
-
-
-def _clean_text(text: str) -> str:
-    return _CONTROLS.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
-
-
-def _fix_8bit(value: str) -> str:
-    """compat32 keeps raw 8-bit header bytes as surrogate escapes."""
-    try:
-        value.encode("utf-8")
-        return value
-    except UnicodeEncodeError:
-        return decode_bytes(value.encode("ascii", "surrogateescape"), None)
-
-
-def decode_encoded_words(value: str) -> str:
-    """RFC 2047 decoding that tolerates the usual breakage: encoded words
-    inside quotes or glued to text, missing base64 padding, unknown charsets,
-    a multi-byte character split over two adjacent words."""
-    if "=?" not in value:
-        return value
-    out: list[str] = []
-    pending: list[tuple[str, bytes]] = []  # adjacent words, joined before decoding
-    pos = 0
-
-    def flush() -> None:
-        if pending:
-            merged: list[tuple[str, bytes]] = []
-            for cs, chunk in pending:
-                if merged and merged[-1][0] == cs:
-                    merged[-1] = (cs, merged[-1][1] + chunk)
-                else:
-                    merged.append((cs, chunk))
-            out.extend(decode_bytes(chunk, cs or None) for cs, chunk in merged)
-            pending.clear()
-
-    for m in _ENCODED_WORD.finditer(value):
-        between = value[pos : m.start()]
-        if not (pending and not between.strip()):  # whitespace between words is dropped
-            flush()
-            out.append(between)
-        charset, enc, payload = m.group(1), m.group(2).lower(), m.group(3)
-        try:
-            if enc == "b":
-                payload = "".join(payload.split())
-                if not _BASE64_CHARS.match(payload):
-                    raise ValueError("not base64")
-                chunk = binascii.a2b_base64((payload + "=" * (-len(payload) % 4)).encode("ascii", "ignore"))
-            else:
-                chunk = binascii.a2b_qp(payload.encode("utf-8"), header=True)
-        except (binascii.Error, ValueError):
-            flush()
-            out.append(m.group(0))
-        else:
-            pending.append((_norm_charset(charset), chunk))
-        pos = m.end()
-    flush()
-    out.append(value[pos:])
-    return "".join(out)
-
-
-def decode_header_value(value: object) -> str:
-    """One header value as display text: 8-bit repaired, unfolded, encoded
-    words decoded, control characters replaced by spaces."""
-    text = _FOLD.sub("", _fix_8bit(str(value)))
-    text = decode_encoded_words(text)
-    return " ".join(text.replace("\x00", "").split()) if _HEADER_CONTROLS.search(text) else text.strip()
-
-
 def _parse_addresses(values: list[str]) -> list[tuple[str, str]]:
     """(display name, normalised address) pairs; names decoded after
     splitting, so an encoded comma in a name cannot split an address."""
-    fixed = [_FOLD.sub("", _fix_8bit(str(v))) for v in values]
+    fixed = [FOLD.sub("", fix_8bit(str(v))) for v in values]
     if len(fixed) == 1:
         # one plain address or 'Name <address>' (the vast majority): skip the
         # stdlib's character-by-character address parser
@@ -394,7 +252,7 @@ def _message_ids(values: list[str]) -> list[str]:
     ``local@domain`` value without brackets is accepted too."""
     ids: list[str] = []
     for value in values:
-        text = _FOLD.sub("", _fix_8bit(str(value)))
+        text = FOLD.sub("", fix_8bit(str(value)))
         found = _MSGID.findall(text)
         if not found and _BARE_MSGID.match(text.strip()):
             found = [text.strip()]
@@ -409,7 +267,7 @@ def _parse_date(value: str | None) -> dt.datetime | None:
     if not value:
         return None
     try:
-        parsed = email.utils.parsedate_to_datetime(_fix_8bit(value).strip())
+        parsed = email.utils.parsedate_to_datetime(fix_8bit(value).strip())
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if parsed is None:
@@ -456,112 +314,6 @@ def _unflow(text: str, delsp: bool) -> str:
     return "\n".join(out)
 
 
-# --------------------------------------------------------------------------
-# HTML -> text
-# --------------------------------------------------------------------------
-_BLOCK_TAGS = frozenset(
-    {
-        "address", "article", "aside", "center", "dd", "div", "dl", "dt", "fieldset", "figure",
-        "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "li", "main", "nav",
-        "ol", "p", "pre", "section", "table", "tbody", "thead", "tfoot", "tr", "ul",
-    }
-)
-_SKIP_TAGS = frozenset({"script", "style", "head", "title", "template", "noscript", "xml"})
-_SPACES = re.compile(r"[ \t\r\n\f\v]+")
-
-
-class _HtmlToText(HTMLParser):
-    """Minimal renderer: blocks and <br> become line breaks, list items get a
-    bullet, script/style vanish, entities are decoded, and text inside
-    <blockquote> is prefixed with "> " so reply stripping sees it as quoted."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.lines: list[str] = []
-        self.cur: list[str] = []
-        self.quote = 0
-        self.skip = 0
-        self.pre = 0
-
-    def _emit(self, force: bool = False) -> None:
-        raw = "".join(self.cur)
-        self.cur = []
-        if not force and not raw.strip(" \t\r\n\f\v"):  # &nbsp; alone still makes a (blank) line
-            return  # a block boundary with nothing in it adds no line
-        line = raw if self.pre else _SPACES.sub(" ", raw).strip(" ")
-        line = line.replace("\xa0", " ").rstrip()
-        self.lines.append(("> " * self.quote + line).rstrip() if self.quote else line)
-
-    def _blank(self) -> None:
-        self._emit()
-        if self.lines and self.lines[-1].strip(">") != "":
-            self.lines.append(">" * self.quote if self.quote else "")
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _SKIP_TAGS:
-            self.skip += 1
-        elif tag == "br":
-            self._emit(force=True)
-        elif tag == "blockquote":
-            self._emit()
-            self.quote += 1
-        elif tag in _BLOCK_TAGS:
-            self._emit()
-            if tag == "li":
-                self.cur.append("- ")
-            elif tag == "pre":
-                self.pre += 1
-        elif tag in ("td", "th"):
-            self.cur.append(" ")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in _SKIP_TAGS:
-            self.skip = max(0, self.skip - 1)
-        elif tag == "blockquote":
-            self._emit()
-            self.quote = max(0, self.quote - 1)
-        elif tag in _BLOCK_TAGS:
-            if tag == "pre":
-                self._emit()
-                self.pre = max(0, self.pre - 1)
-            # Outlook writes one <p class=MsoNormal> per line, others one <p>
-            # per paragraph: a blank line after </p> only for the latter.
-            if tag == "p" and not self._outlook:
-                self._blank()
-            else:
-                self._emit()
-
-    def handle_data(self, data: str) -> None:
-        if self.skip:
-            return
-        if self.pre and "\n" in data:
-            first, *rest = data.split("\n")
-            self.cur.append(first)
-            for piece in rest:
-                self._emit(force=True)
-                self.cur.append(piece)
-        else:
-            self.cur.append(data)
-
-    _outlook = False
-
-    def convert(self, html: str) -> str:
-        self._outlook = "MsoNormal" in html
-        self.feed(html)
-        self.close()
-        self._emit()
-        text = "\n".join(self.lines)
-        return re.sub(r"\n{3,}", "\n\n", text).strip("\n")
-
-
-def html_to_text(html: str) -> str:
-    """Readable plain text from an HTML body."""
-    return _HtmlToText().convert(html)
-
-
-# --------------------------------------------------------------------------
-# the MIME walk
-# --------------------------------------------------------------------------
 class _Builder:
     """One walk over the parsed tree, iterative (no Python recursion), that
     counts parts and depth against the budgets and sorts every leaf into body
@@ -689,7 +441,7 @@ class _Builder:
 
     def _part_text(self, part: Message) -> str:
         data = _decode_payload(part)
-        text = _clean_text(decode_bytes(data, part.get_content_charset()))
+        text = clean_text(decode_bytes(data, part.get_content_charset()))
         if "flowed" in str(part.get("Content-Type", "")).lower() and (
             str(part.get_param("format", "")).lower() == "flowed"
         ):
@@ -794,7 +546,7 @@ class _Builder:
         mid_raw = raw.get("message-id", [""])[0]
         message_id = ids[0] if ids else None
         if message_id is None and mid_raw.strip():
-            message_id = normalize_message_id(_fix_8bit(mid_raw)) or None
+            message_id = normalize_message_id(fix_8bit(mid_raw)) or None
 
         headers = {name: [decode_header_value(v) for v in raw[name]] for name in KEPT_HEADERS if name in raw}
 
@@ -831,7 +583,7 @@ def _filename(part: Message) -> str | None:
         # raw 8-bit parameters: compat32 would hand get_filename() U+FFFD
         view = Message()
         for k, v in mime:
-            view[k] = _fix_8bit(str(v))
+            view[k] = fix_8bit(str(v))
     try:
         raw_name = view.get_filename()
     except Exception:  # noqa: BLE001 - malformed RFC 2231 parameters
@@ -843,7 +595,7 @@ def _dsn_address(value: object) -> str | None:
     """``rfc822; user@host`` -> ``user@host``."""
     if not value:
         return None
-    text = _fix_8bit(str(value)).strip()
+    text = fix_8bit(str(value)).strip()
     if ";" in text:
         text = text.split(";", 1)[1]
     addr = normalize_address(text)
