@@ -17,7 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 from pgcluster import PgCluster
 
 from tests.gatewayproc import free_port, message
@@ -193,7 +192,8 @@ def test_operator_guide_commands(tmp_path: Path, pg_cluster: PgCluster) -> None:
     listed = op.gateway_json("mail list --status quarantined")
     assert isinstance(listed, list) and len(listed) == 1, listed
     mail_id = str(listed[0]["id"])
-    assert "nested too deeply" in (listed[0]["error"] or "") or listed[0]["error"], listed
+    assert listed[0]["message_id"] == "<deep@bauwerk-ag.de>"
+    assert "nest" in listed[0]["error"], listed  # the reason names the depth budget
     op.map["ID"] = mail_id
     assert "quarantined" in op.run(QUARANTINE[0]).stdout
     assert "<deep@bauwerk-ag.de>" in op.run(QUARANTINE[1]).stdout
@@ -225,11 +225,3 @@ def test_operator_guide_commands(tmp_path: Path, pg_cluster: PgCluster) -> None:
     finally:
         serve.send_signal(signal.SIGTERM)
         assert serve.wait(60) == 0
-
-
-@pytest.mark.parametrize("line", ["gateway status", "gateway db upgrade"])
-def test_guide_commands_are_real_subcommands(line: str) -> None:
-    """A typo in the guide would show as a usage error here already."""
-    from gateway.cli import build_parser
-
-    build_parser().parse_args(line.split()[1:])
