@@ -195,6 +195,12 @@ class Daemon:
             scheduler.start()
             pollers = await jobs.start_imap(self.app, scheduler, on_commit=self._on_commit)
             # --- end IMAP
+            # --- outbox sender: delivers what notify queued; ends between
+            # two mails once stopping is set.
+            from gateway.outbound.sender import run_sender
+
+            sender = asyncio.create_task(run_sender(self.app, self.stopping), name="outbox")
+            # --- end outbox
             await self.stopping.wait()
             # --- IMAP: stop fetching before the listener closes
             await jobs.stop_imap(pollers, scheduler)
@@ -205,7 +211,7 @@ class Daemon:
             await self.listener.stop(SHUTDOWN_GRACE)
             self.kick.set()
             sweeper.cancel()
-            await asyncio.gather(*workers, sweeper, return_exceptions=True)
+            await asyncio.gather(*workers, sweeper, sender, return_exceptions=True)
             log.info("stopped")
             return 0
         finally:
