@@ -85,12 +85,11 @@ def is_conflict(exc: BaseException | None) -> bool:
 
 
 @contextlib.contextmanager
-def transaction(engine: Engine) -> Iterator[Session]:
-    """One write transaction: commit on success, roll back on error; transient
-    database errors surface as ``TemporaryFailure``."""
+def temporary_failures() -> Iterator[None]:
+    """Turn database and disk trouble that may pass into TemporaryFailure
+    (exit 75 / SMTP 451); everything else propagates unchanged."""
     try:
-        with Session(engine, expire_on_commit=False) as session, session.begin():
-            yield session
+        yield
     except TemporaryFailure:
         raise
     except Exception as exc:
@@ -100,30 +99,25 @@ def transaction(engine: Engine) -> Iterator[Session]:
 
 
 @contextlib.contextmanager
+def transaction(engine: Engine) -> Iterator[Session]:
+    """One write transaction on an ORM session: commit on success, roll back
+    on error."""
+    with temporary_failures(), Session(engine, expire_on_commit=False) as session, session.begin():
+        yield session
+
+
+@contextlib.contextmanager
 def connection(engine: Engine) -> Iterator[Connection]:
-    """One write transaction on a Core connection (the pipeline's hot
-    path); same error mapping as ``transaction``."""
-    try:
-        with engine.begin() as conn:
-            yield conn
-    except TemporaryFailure:
-        raise
-    except Exception as exc:
-        if is_transient(exc):
-            raise TemporaryFailure(_short_reason(exc)) from exc
-        raise
+    """One write transaction on a Core connection (the pipeline's hot path)."""
+    with temporary_failures(), engine.begin() as conn:
+        yield conn
 
 
 @contextlib.contextmanager
 def reading(engine: Engine) -> Iterator[Session]:
     """A session for queries (CLI listings)."""
-    try:
-        with Session(engine, expire_on_commit=False) as session:
-            yield session
-    except Exception as exc:
-        if is_transient(exc):
-            raise TemporaryFailure(_short_reason(exc)) from exc
-        raise
+    with temporary_failures(), Session(engine, expire_on_commit=False) as session:
+        yield session
 
 
 def _short_reason(exc: BaseException) -> str:
