@@ -3,6 +3,10 @@ listener; pipeline workers process the spool continuously; a timer
 re-queues rows whose worker died. SIGTERM/SIGINT stop accepting, let open
 SMTP transactions finish, let the workers finish the message at hand, and
 exit 0. Whatever is still queued is processed after the next start.
+SIGHUP re-reads the configuration (routing, desk addresses, logging) without
+dropping connections or queued work. Under systemd the daemon reports
+READY/WATCHDOG/STATUS/STOPPING (``sdnotify``) and serves Prometheus
+metrics (``metrics``).
 
 Pipeline workers are processes, not threads: the pipeline is CPU-bound
 Python (parsing, ORM), and a busy thread would hold the GIL against the
@@ -31,11 +35,14 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select, update
 from sqlmodel import col
 
-from gateway import logging_setup, views
+# Imported here, not where they are used: an import inside the running
+# loop blocks it for tens of milliseconds (jinja2, aiosmtplib, apscheduler).
+from gateway import jobs, logging_setup, views
 from gateway.domain import MailStatus, TemporaryFailure
 from gateway.ingress.smtp import Listener, listener_config
 from gateway.ingress.spool import Spool
 from gateway.metrics import Metrics
+from gateway.outbound.sender import run_sender
 from gateway.sdnotify import Notifier
 from gateway.settings import Settings, load_settings
 from gateway.store.db import reading, transaction
@@ -189,16 +196,12 @@ class Daemon:
             sweeper = asyncio.create_task(self._reclaim_loop(), name="reclaim")
             # --- IMAP pollers (gateway.jobs): a mailbox that is down retries
             # on its own and never delays the listener or the other mailboxes.
-            from gateway import jobs
-
             scheduler = jobs.make_scheduler()
             scheduler.start()
             pollers = await jobs.start_imap(self.app, scheduler, on_commit=self._on_commit)
             # --- end IMAP
             # --- outbox sender: delivers what notify queued; ends between
             # two mails once stopping is set.
-            from gateway.outbound.sender import run_sender
-
             sender = asyncio.create_task(run_sender(self.app, self.stopping), name="outbox")
             # --- end outbox
             await self.stopping.wait()

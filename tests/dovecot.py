@@ -10,9 +10,7 @@ not with the code under test, so a bug in the poller cannot hide itself.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import imaplib
-import ipaddress
 import os
 import pwd
 import re
@@ -26,57 +24,15 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from netutil import free_port
+from tlsutil import self_signed_cert
+
 USER = "desk@xitrust.com"
 PASSWORD = "s3cret pass"  # a space: the client must quote it
 
 
 class DovecotError(Exception):
     """Dovecot is missing or would not start; the message says why."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    """A CA-flagged self-signed certificate for 127.0.0.1/localhost (so a
-    client can trust exactly this file as its CA bundle)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    key_path.chmod(0o600)
-    return cert_path, key_path
 
 
 class Dovecot:
@@ -113,7 +69,7 @@ class Dovecot:
         tls_lines = "ssl = no\ndisable_plaintext_auth = no\n"
         imaps = "  inet_listener imaps {\n    port = 0\n  }\n"
         if self.tls:
-            cert, key = _self_signed(self.root)
+            cert, key = self_signed_cert(self.root)
             self.cafile = cert
             tls_lines = (
                 f"ssl = required\nssl_cert = <{cert}\nssl_key = <{key}\n"

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -16,14 +15,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from netutil import free_port
+
 DESK = "servicedesk@xitrust.com"
 ALIAS = "support-tech@xitrust.com"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def child_env() -> dict[str, str]:
+    """This process's environment for a ``gateway`` child, without the
+    developer's GATEWAY_* settings (the test configures the child)."""
+    return {k: v for k, v in os.environ.items() if not k.upper().startswith("GATEWAY_")}
 
 
 def toml_value(value: Any) -> str:
@@ -68,7 +69,7 @@ class GatewayProcess:
             self.sections.setdefault(name, {}).update(table)
         self.imap: list[dict[str, Any]] = []
         self.write_config()
-        self.env = {k: v for k, v in os.environ.items() if not k.upper().startswith("GATEWAY_")}
+        self.env = child_env()
         for key in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM"):
             self.env.pop(key, None)
         self.env["GATEWAY_CONFIG"] = str(self.config_path)

@@ -12,13 +12,14 @@ import contextlib
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+from netutil import free_port
 
 PG_BIN_CANDIDATES = ("/usr/lib/postgresql/15/bin",)
 SERVER_USER = "postgres"
@@ -60,12 +61,6 @@ def find_pg_bin() -> Path:
         "PostgreSQL server binaries (initdb, pg_ctl) not found; install postgresql-15 "
         "or set PG_BIN to their directory"
     )
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class PgCluster:

@@ -7,19 +7,13 @@ from __future__ import annotations
 
 import email
 import email.policy
-import socket
 import threading
 from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any
 
 from aiosmtpd.controller import Controller
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from netutil import free_port
 
 
 @dataclass(frozen=True)

@@ -117,6 +117,18 @@ def make_poller(app: App, cfg: ImapSettings, max_size: int | None = None, **kw: 
     return poller
 
 
+def poll_once(poller: Poller) -> int:
+    """One poll() on a fresh event loop, then close(); what poll() returned."""
+
+    async def go() -> int:
+        try:
+            return await poller.poll()
+        finally:
+            await poller.close()
+
+    return asyncio.run(go())
+
+
 def retry_now(poller: Poller) -> None:
     """Skip the backoff wait (tests call poll() themselves)."""
     poller._not_before = 0.0
@@ -185,13 +197,7 @@ def test_mail_becomes_tickets_then_seen_and_moved(desk: App, dovecot: Dovecot) -
     dovecot.append([message(1), message(2), message(3)])
     poller = make_poller(desk, imap_cfg(dovecot, recipient=ALIAS, trusted=True))
 
-    async def go() -> int:
-        try:
-            return await poller.poll()
-        finally:
-            await poller.close()
-
-    assert asyncio.run(go()) == 3
+    assert poll_once(poller) == 3
     assert dovecot.messages("INBOX") == []
     moved = dovecot.messages("Processed")  # created by the poller
     assert [raw for _, _, raw in moved] == [message(1), message(2), message(3)]
@@ -482,13 +488,7 @@ def test_oversize_moved_to_configured_folder(app: App, dovecot: Dovecot) -> None
     dovecot.append([big, message(2)])
     poller = make_poller(app, imap_cfg(dovecot, oversize_folder="Too Big"), max_size=2000)
 
-    async def go() -> int:
-        try:
-            return await poller.poll()
-        finally:
-            await poller.close()
-
-    assert asyncio.run(go()) == 1
+    assert poll_once(poller) == 1
     assert dovecot.messages("INBOX") == []
     assert [raw for _, _, raw in dovecot.messages("Too Big")] == [big]
     assert spool_count(app) == 1
@@ -509,13 +509,7 @@ def test_server_without_move_copies_and_expunges(
     monkeypatch.setattr(Poller, "_connect", without_move)
     dovecot.append([message(1), message(2)])
 
-    async def go() -> int:
-        try:
-            return await poller.poll()
-        finally:
-            await poller.close()
-
-    assert asyncio.run(go()) == 2
+    assert poll_once(poller) == 2
     assert dovecot.messages("INBOX") == []
     assert len(dovecot.messages("Processed")) == 2
 
@@ -636,7 +630,7 @@ def test_serve_reads_mailboxes_beside_the_smtp_listener(
     import subprocess
     import sys
 
-    from dovecot import free_port
+    from netutil import free_port
 
     from gateway.store.db import make_engine
 

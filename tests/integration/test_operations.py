@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from netutil import free_port
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine
 from sqlmodel import Session
@@ -28,7 +29,7 @@ from sqlmodel import Session
 from gateway.app import App
 from gateway.logging_setup import HumanFormatter, JsonFormatter, stream_is_journal
 from gateway.store.models import ImapCursor, InboundMail
-from tests.gatewayproc import ALIAS, DESK, GatewayProcess, free_port, message
+from tests.gatewayproc import ALIAS, DESK, GatewayProcess, message
 
 
 @pytest.fixture

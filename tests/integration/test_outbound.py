@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from smtpsink import SmtpSink, free_port
+from netutil import free_port
+from smtpsink import SmtpSink
 from sqlalchemy import select, update
 from sqlmodel import Session
 

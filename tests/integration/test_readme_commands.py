@@ -17,9 +17,10 @@ import sys
 import time
 from pathlib import Path
 
+from netutil import free_port
 from pgcluster import PgCluster
 
-from tests.gatewayproc import free_port, message
+from tests.gatewayproc import message
 
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
@@ -141,10 +142,7 @@ class Operator:
 
 def test_operator_guide_commands(tmp_path: Path, pg_cluster: PgCluster) -> None:
     op = Operator(tmp_path)
-    smtp_port, metrics_port = free_port(), free_port()
     config = (REPO / "config" / "gateway.example.toml").read_text()
-    config = config.replace('listen = "127.0.0.1:2525"', f'listen = "127.0.0.1:{smtp_port}"')
-    config = config.replace('listen = "127.0.0.1:9125"', f'listen = "127.0.0.1:{metrics_port}"')
     (op.etc / "gateway.toml").write_text(config)  # `install ... gateway.toml`
 
     # Installing: check the config, create the schema.
@@ -210,16 +208,25 @@ def test_operator_guide_commands(tmp_path: Path, pg_cluster: PgCluster) -> None:
     status = op.gateway_json("status")
     assert status["spool"]["depth"] == 0 and status["quarantined"] == 0  # type: ignore[index]
     op.run(STATUS[1])
+    # Ports picked just before the start: other test runs may share the machine.
+    smtp_port, metrics_port = free_port(), free_port()
+    (op.etc / "gateway.toml").write_text(
+        config.replace("max_depth = 30", "max_depth = 60")
+        .replace('listen = "127.0.0.1:2525"', f'listen = "127.0.0.1:{smtp_port}"')
+        .replace('listen = "127.0.0.1:9125"', f'listen = "127.0.0.1:{metrics_port}"')
+    )
     op.map["127.0.0.1:9125"] = f"127.0.0.1:{metrics_port}"
-    serve = subprocess.Popen(["gateway", "serve"], cwd=op.state, env=op.env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as err:
+        serve = subprocess.Popen(["gateway", "serve"], cwd=op.state, env=op.env,
+                                 stdout=subprocess.DEVNULL, stderr=err)
     try:
         deadline = time.monotonic() + 60
         while True:
             done = subprocess.run(["bash", "-c", op.sub(METRICS)], capture_output=True, text=True, timeout=30)
             if done.returncode == 0 and "gateway_inbound_mails" in done.stdout:
                 break
-            assert serve.poll() is None and time.monotonic() < deadline, "daemon not serving metrics"
+            assert serve.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.2)
         assert 'gateway_inbound_mails{status="done"} 2.0' in done.stdout
     finally:

@@ -6,25 +6,22 @@ signup, reply, agent answer, the customer receiving it."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import hashlib
 import json
 import re
-import smtplib
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from listeners import ThreadedListener
 from smtpsink import Received, SmtpSink
 from sqlalchemy import select
 from sqlmodel import Session
 
 from gateway import cli
 from gateway.app import App
-from gateway.ingress.smtp import Listener, listener_config
-from gateway.ingress.spool import Spool
 from gateway.signup import (
     PURPOSE_SIGNUP,
     SignupError,
@@ -245,31 +242,11 @@ def test_expired_and_wrong_purpose_tokens_are_refused(app: App) -> None:
 # -- one whole conversation over real sockets -------------------------------------------------
 
 
-class Inbound:
+class Inbound(ThreadedListener):
     """The desk's production SMTP listener on its own loop thread."""
 
-    def __init__(self, app: App) -> None:
-        settings = app.settings.model_copy(
-            update={"smtp": app.settings.smtp.model_copy(update={"listen": "127.0.0.1:0"})}
-        )
-        self.loop = asyncio.new_event_loop()
-        self.listener = Listener(listener_config(settings), Spool(app.engine, app.blobs))
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    def __enter__(self) -> Inbound:
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self.listener.start(), self.loop).result(10)
-        self.host, self.port = self.listener.address
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.listener.stop(grace=2), self.loop).result(20)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
-
     def send(self, raw: bytes, mail_from: str) -> None:
-        with smtplib.SMTP(self.host, self.port, timeout=10) as client:
+        with self.client() as client:
             client.sendmail(mail_from, ["servicedesk@xitrust.com"], raw)
 
 

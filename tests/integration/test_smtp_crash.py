@@ -6,7 +6,6 @@ On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import os
 import random
 import re
 import signal
@@ -21,19 +20,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from netutil import free_port
 from sqlalchemy import create_engine, text
 
 from gateway.app import App
 from gateway.settings import Settings
+from tests.gatewayproc import child_env
 
 CORPUS_TOOL = Path("/work/shared/tools/make_corpus.py")
 DESK = "servicedesk@xitrust.com"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Server:
@@ -42,7 +37,7 @@ class Server:
     def __init__(self, db_url: str, tmp_path: Path) -> None:
         self.port = free_port()
         self.tmp_path = tmp_path
-        self.env = {k: v for k, v in os.environ.items() if not k.upper().startswith("GATEWAY_")}
+        self.env = child_env()
         self.env.update(
             GATEWAY__DATABASE__URL=db_url,
             GATEWAY__STORAGE__BLOBS=str(tmp_path / "blobs"),

@@ -7,7 +7,6 @@ loop that is never blocked."""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import shutil
 import smtplib
@@ -23,12 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from listeners import ThreadedListener
 from sqlmodel import Session, select
+from tlsutil import self_signed_cert
 
 from gateway.app import App
-from gateway.ingress.smtp import Listener, listener_config
-from gateway.ingress.spool import Spool
 from gateway.store.db import make_engine
 from gateway.store.models import InboundMail
 
@@ -44,40 +42,12 @@ def message(n: int = 1, body: str = "Hallo, der Drucker druckt nicht.") -> bytes
     ).encode()
 
 
-class RunningListener:
-    """The production Listener in its own loop thread (what aiosmtpd's
-    Controller does, but with our create_server and committer)."""
+class RunningListener(ThreadedListener):
+    """The production Listener in its own loop thread, with the desk
+    address and the alias routed."""
 
-    def __init__(self, app: App, engine: Engine | None = None, debug: bool = False, **smtp: Any) -> None:
-        settings = app.settings.model_copy(
-            update={
-                "smtp": app.settings.smtp.model_copy(update={"listen": "127.0.0.1:0", **smtp}),
-                "routing": {DESK: "other", ALIAS: "technical_support"},
-            }
-        )
-        self.config = listener_config(settings)
-        self.spool = Spool(engine or app.engine, app.blobs)
-        self.debug = debug
-        self.loop = asyncio.new_event_loop()
-        self.loop.set_debug(debug)
-        self.loop.slow_callback_duration = 0.05
-        self.listener = Listener(self.config, self.spool)
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    def __enter__(self) -> RunningListener:
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self.listener.start(), self.loop).result(10)
-        self.host, self.port = self.listener.address
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.listener.stop(grace=2), self.loop).result(20)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
-
-    def client(self, **kw: Any) -> smtplib.SMTP:
-        return smtplib.SMTP(self.host, self.port, timeout=10, **kw)
+    def __init__(self, app: App, **kw: Any) -> None:
+        super().__init__(app, routing={DESK: "other", ALIAS: "technical_support"}, **kw)
 
 
 @pytest.fixture
@@ -313,36 +283,6 @@ def test_lmtp_replies_per_recipient(app: App) -> None:
 # -- TLS ----------------------------------------------------------------------
 
 
-def make_cert(tmp_path: Path) -> tuple[str, str]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return str(cert_path), str(key_path)
-
-
 def client_tls(cert: str) -> ssl.SSLContext:
     ctx = ssl.create_default_context(cafile=cert)
     ctx.check_hostname = False
@@ -350,7 +290,7 @@ def client_tls(cert: str) -> ssl.SSLContext:
 
 
 def test_starttls_then_mail(app: App, tmp_path: Path) -> None:
-    cert, key = make_cert(tmp_path)
+    cert, key = map(str, self_signed_cert(tmp_path))
     with RunningListener(app, tls_cert=cert, tls_key=key) as running, running.client() as c:
         c.ehlo("mx")
         assert c.has_extn("starttls")
@@ -364,7 +304,7 @@ def test_starttls_then_mail(app: App, tmp_path: Path) -> None:
 def test_starttls_command_injection_is_not_executed(app: App, tmp_path: Path) -> None:
     """CVE-2024-34083: commands pipelined after STARTTLS in the same
     plaintext packet must be discarded, not run inside the TLS session."""
-    cert, key = make_cert(tmp_path)
+    cert, key = map(str, self_signed_cert(tmp_path))
     with RunningListener(app, tls_cert=cert, tls_key=key) as running:
         c = Raw(running.host, running.port)
         try:
