@@ -202,7 +202,9 @@ class Daemon:
             # --- end IMAP
             # --- outbox sender: delivers what notify queued; ends between
             # two mails once stopping is set.
-            sender = asyncio.create_task(run_sender(self.app, self.stopping), name="outbox")
+            sender = asyncio.create_task(
+                run_sender(self.app, self.stopping, yield_to=self._ingress_first), name="outbox"
+            )
             # --- end outbox
             await self.stopping.wait()
             # --- IMAP: stop fetching before the listener closes

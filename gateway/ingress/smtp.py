@@ -77,8 +77,14 @@ class GroupCommitter:
         window: float = 0.002,
         max_batch: int = 256,
         on_commit: Callable[[list[int]], None] | None = None,
+        in_flight: int = 2,
     ) -> None:
         self.spool = spool
+        # Commits in flight at once: the next batch's blob files are written
+        # and synced while the previous one waits for its fsync; the row
+        # inserts still serialise on the database.
+        self._slots = asyncio.Semaphore(in_flight)
+        self._inflight: set[asyncio.Task[None]] = set()
         self.executor = executor
         self.window = window
         self.max_batch = max_batch
@@ -126,7 +132,18 @@ class GroupCommitter:
                     stopping = True
                     break
                 batch.append(nxt)
+            await self._slots.acquire()
+            task = loop.create_task(self._commit_and_release(loop, batch))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+        if self._inflight:
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+
+    async def _commit_and_release(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
+        try:
             await self._commit(loop, batch)
+        finally:
+            self._slots.release()
 
     async def _commit(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
         try:
@@ -392,7 +409,7 @@ class Listener:
         self.config = config
         self.spool = spool
         # A thread, not the loop, does the blocking commit (fsync, database).
-        self.commit_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool-commit")
+        self.commit_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="spool-commit")
         self.committer = GroupCommitter(
             spool, self.commit_executor, window=commit_window, on_commit=on_commit
         )

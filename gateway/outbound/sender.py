@@ -30,6 +30,7 @@ import dataclasses
 import datetime as dt
 import logging
 import mailbox
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -219,11 +220,18 @@ class OutboxSender:
     async def close(self) -> None:
         await self.transport.close()
 
-    async def run_once(self, stop: asyncio.Event | None = None) -> collections.Counter[str]:
-        """Send everything due now (each row at most once per call)."""
+    async def run_once(
+        self, stop: asyncio.Event | None = None, yield_to: Callable[[], Awaitable[None]] | None = None
+    ) -> collections.Counter[str]:
+        """Send everything due now (each row at most once per call).
+        ``yield_to`` is awaited before each batch: the daemon uses it to let
+        inbound mail go first (rendering competes with the listener for the
+        process's GIL)."""
         counts: collections.Counter[str] = collections.Counter()
         seen: set[int] = set()
         while stop is None or not stop.is_set():
+            if yield_to is not None:
+                await yield_to()
             claimed = await asyncio.to_thread(self.claim, seen)
             if not claimed:
                 break
@@ -440,7 +448,9 @@ def flush_outbox(app: App, now: dt.datetime | None = None) -> dict[str, int]:
     return dict(asyncio.run(_flush(app, now)))
 
 
-async def run_sender(app: App, stop_event: asyncio.Event) -> None:
+async def run_sender(
+    app: App, stop_event: asyncio.Event, yield_to: Callable[[], Awaitable[None]] | None = None
+) -> None:
     """The daemon's outbox loop: send what is due, sleep
     ``outbound.poll_seconds`` (or until stopped), repeat. Database or relay
     trouble is logged and retried; it never ends the loop."""
@@ -449,7 +459,7 @@ async def run_sender(app: App, stop_event: asyncio.Event) -> None:
     try:
         while not stop_event.is_set():
             try:
-                counts = await sender.run_once(stop_event)
+                counts = await sender.run_once(stop_event, yield_to)
                 if counts:
                     log.info("outbox: %s", ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
             except Exception:  # noqa: BLE001 - the loop must survive anything a pass hits
