@@ -35,7 +35,14 @@ _PRIORITY = {
 
 # Third-party loggers that are chatty at INFO: aiosmtpd logs every SMTP
 # command (slow, and it would put envelope data of every session in the log).
-_QUIET = {"mail.log": logging.WARNING}
+# Libraries whose info lines say nothing an operator needs: aiosmtpd's
+# per-command log, Alembic's "context impl" lines at every start, the
+# scheduler's job chatter.
+_QUIET = {
+    "mail.log": logging.WARNING,
+    "alembic": logging.WARNING,
+    "apscheduler": logging.WARNING,
+}
 
 
 def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
