@@ -136,10 +136,6 @@ class Quarantine(PipelineSignal):
     """The message cannot be processed; keep it for an operator."""
 
 
-class Reject(PipelineSignal):
-    """Refuse the message at the door (exit 65 / SMTP 5xx)."""
-
-
 class TemporaryFailure(Exception):
     """Trouble that may pass (database locked or down, disk full):
     exit 75 / SMTP 451, try again later."""

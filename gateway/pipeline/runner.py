@@ -30,7 +30,6 @@ from gateway.domain import (
     Ignore,
     MailStatus,
     ParsedMail,
-    PipelineSignal,
     Quarantine,
     TemporaryFailure,
     normalize_address,
@@ -389,5 +388,3 @@ def make_pool(settings: Settings) -> ProcessPoolExecutor:
     n = settings.workers.parse_processes or os.cpu_count() or 1
     return ProcessPoolExecutor(max_workers=n)
 
-
-__all__ = ["Runner", "make_pool", "parse_job", "dedup_key", "PipelineSignal"]
