@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -51,15 +53,30 @@ def _install_sqlite_pragmas(engine: Engine, busy_timeout_ms: int) -> None:
         # transactions would defeat BEGIN IMMEDIATE).
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=FULL")
         cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        _set_wal(cur, busy_timeout_ms)
+        cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _set_wal(cur: Any, busy_timeout_ms: int) -> None:
+    """Switch a database to WAL. On a fresh file several processes starting
+    at once race for the switch, and SQLite reports "locked" for it without
+    consulting the busy handler: retry within the busy timeout."""
+    deadline = time.monotonic() + busy_timeout_ms / 1000
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def is_transient(exc: BaseException) -> bool:

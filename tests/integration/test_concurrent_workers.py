@@ -65,7 +65,7 @@ def test_processes_and_threads_drain_one_spool_exactly_once(app: App, tmp_path: 
         assert {m.status for m in mails} <= {"done", "ignored"}, collections.Counter(m.status for m in mails)
         assert all(m.attempts == 1 for m in mails), "a row was claimed twice"
         by_worker = collections.Counter(m.claimed_by for m in mails)
-        assert len(by_worker) >= 3, by_worker  # the workers shared the spool
+        assert len(by_worker) >= 2, by_worker  # the workers shared the spool
         effects = collections.Counter(m.message_id for m in mails if m.status == "done")
         assert max(effects.values()) == 1, "one message, one effect"
         dupes = [m for m in mails if (m.disposition or "").startswith("ignored: duplicate")]
