@@ -191,6 +191,13 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--db-url", default=None, help="default: SQLite in the work directory")
     ap.add_argument("--blobs", default=None, help='blob store: a directory (default) or "database"')
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra gateway setting, e.g. GATEWAY__WORKERS__PARSE_PROCESSES=1",
+    )
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-smtp-"))
@@ -225,6 +232,7 @@ def main() -> int:
         GATEWAY__SMTP__MAX_CONNECTIONS_PER_IP=str(max(20, args.connections)),
         GATEWAY_LOG_LEVEL="WARNING",
     )
+    env.update(kv.split("=", 1) for kv in args.set)
     if not db_url.startswith("sqlite"):
         subprocess.run([sys.executable, "-m", "gateway", "db", "upgrade"], env=env, check=True, cwd=work)
     gw = start([sys.executable, "-m", "gateway", "serve"], env, work / "gateway.log", work)
