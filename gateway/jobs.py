@@ -1,7 +1,7 @@
 """Scheduled work of ``gateway serve`` on APScheduler's AsyncIOScheduler: one
 IMAP poll job per ``[[imap]]`` mailbox (or a long-running IDLE task where
-the mailbox asks for IDLE and the server offers it) and the spool's
-``reclaim_stale`` sweep. Every job runs on the daemon's event loop; the
+the mailbox asks for IDLE and the server offers it). The spool's
+``reclaim_stale`` sweep is the daemon's own loop. Every job runs on the daemon's event loop; the
 blocking parts (database) run in threads inside the jobs."""
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from gateway.domain import TemporaryFailure
 from gateway.ingress.imap import Poller
 from gateway.ingress.spool import Spool
 
@@ -24,7 +23,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gateway.jobs")
 
-RECLAIM_EVERY = 60  # seconds
 
 
 def make_scheduler() -> AsyncIOScheduler:
@@ -94,23 +92,3 @@ async def stop_imap(pollers: list[Poller], scheduler: AsyncIOScheduler) -> None:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     await asyncio.gather(*(p.close() for p in pollers), return_exceptions=True)
-
-
-def add_spool_jobs(app: App, scheduler: AsyncIOScheduler) -> None:
-    """Re-queue spool rows whose worker died (claimed longer ago than
-    ``workers.claim_timeout_seconds``)."""
-    spool = Spool(app.engine, app.blobs)
-    age = dt.timedelta(seconds=app.settings.workers.claim_timeout_seconds)
-
-    async def reclaim() -> None:
-        try:
-            n = await asyncio.to_thread(spool.reclaim_stale, age)
-        except TemporaryFailure as exc:
-            log.warning("reclaim: temporary failure: %s", exc)
-            return
-        if n:
-            log.warning("re-queued %s messages of workers that stopped", n)
-
-    scheduler.add_job(
-        reclaim, "interval", seconds=RECLAIM_EVERY, id="spool:reclaim_stale", replace_existing=True
-    )

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import tomllib
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -289,9 +288,3 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
         raise ConfigError(f"invalid config key {key}: {err['msg']}") from None
-
-
-def state_path(settings: Settings, relative: str) -> Path:
-    """Resolve a configured path; relative ones are relative to the working
-    directory (the README's laptop run uses ``./var``)."""
-    return Path(relative).expanduser()

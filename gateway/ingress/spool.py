@@ -11,13 +11,12 @@ import errno
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, func, insert, select, update
-from sqlmodel import Session
+from sqlalchemy import Connection, Engine, insert, select, update
 
 from gateway.domain import MailStatus, TemporaryFailure
 from gateway.store.blobs import DatabaseBlobStore, FileBlobStore
 from gateway.store.db import connection, is_transient
-from gateway.store.models import InboundMail, utcnow
+from gateway.store.models import utcnow
 from gateway.store.repo import MAIL
 
 
@@ -165,12 +164,3 @@ class Spool:
                     .values(status=str(MailStatus.queued), claimed_by=None, claimed_at=None, error=None)
                 )
             return sorted(found)
-
-    def depth(self) -> int:
-        """Rows waiting or being processed."""
-        with self.engine.connect() as conn:
-            busy = [str(MailStatus.queued), str(MailStatus.processing)]
-            return int(conn.execute(select(func.count()).where(MAIL.c.status.in_(busy))).scalar_one())
-
-    def raw(self, session: Session, mail: InboundMail) -> bytes:
-        return self.blobs.get(session, mail.raw_sha256)

@@ -6,7 +6,7 @@ SPEC §3 says, and record the Message-ID so replies thread."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sqlalchemy import Connection
 
@@ -27,12 +27,6 @@ class Applied:
     ticket: TicketRow
     comment_id: int | None  # None: the message created the ticket
     public: bool = True
-    previous_status: str | None = None
-    new_participants: list[AccountRow] = field(default_factory=list)
-
-    @property
-    def created(self) -> bool:
-        return self.comment_id is None
 
 
 def summary_from(subject: str) -> str:
@@ -73,15 +67,14 @@ def _store_attachments(
 
 def _add_participants(
     conn: Connection, settings: Settings, ticket: TicketRow, mail: ParsedMail, sender: Sender
-) -> list[AccountRow]:
+) -> None:
     """CC'd (and co-addressed) members of the sender's organization join the
     ticket; an unknown address on one of the organization's domains becomes
     an unverified member first. Strangers on CC never do."""
     org = sender.organization
     if org is None:
-        return []
+        return
     desk = settings.desk_addresses()
-    added: list[AccountRow] = []
     for address in dict.fromkeys([*mail.to, *mail.cc]):
         if address in desk or address == sender.account.email or "@" not in address:
             continue
@@ -93,9 +86,7 @@ def _add_participants(
             account = create_account(conn, address, "", sender.account.locale or "de", settings)
         if account.organization_id != org.id or account.id == ticket.reporter_id:
             continue
-        if repo.add_participant(conn, ticket.id, account.id):
-            added.append(account)
-    return added
+        repo.add_participant(conn, ticket.id, account.id)
 
 
 def remember(conn: Connection, mail: ParsedMail, ticket: TicketRow, ancestors: list[TicketRow]) -> None:
@@ -141,9 +132,9 @@ def create_ticket(
         source_mail_id=inbound_mail_id,
     )
     _store_attachments(conn, blobs, ticket, None, mail.attachments)
-    added = _add_participants(conn, settings, ticket, mail, sender)
+    _add_participants(conn, settings, ticket, mail, sender)
     remember(conn, mail, ticket, ancestors or [])
-    return Applied(ticket=ticket, comment_id=None, new_participants=added)
+    return Applied(ticket=ticket, comment_id=None)
 
 
 def write_comment(
@@ -174,7 +165,7 @@ def write_comment(
     if not internal:
         status = TicketStatus.waiting_for_customer if by_agent else TicketStatus.waiting_for_support
     repo.set_ticket_status(conn, ticket.id, status)
-    return Applied(ticket=ticket, comment_id=comment_id, public=not internal, previous_status=ticket.status)
+    return Applied(ticket=ticket, comment_id=comment_id, public=not internal)
 
 
 def add_comment(
@@ -203,6 +194,6 @@ def add_comment(
         inbound_mail_id,
     )
     _store_attachments(conn, blobs, ticket, applied.comment_id, mail.attachments)
-    applied.new_participants = _add_participants(conn, settings, ticket, mail, sender)
+    _add_participants(conn, settings, ticket, mail, sender)
     remember(conn, mail, ticket, ancestors or [])
     return applied

@@ -21,7 +21,6 @@ class Sender:
     account: AccountRow
     organization: OrgRow | None
     is_agent: bool  # agent privileges in effect for this message
-    created: bool  # the account was created by this message
 
 
 def domain_of(address: str) -> str:
@@ -58,18 +57,16 @@ def identify(conn: Connection, mail: ParsedMail, settings: Settings, trusted_sou
     if not address or "@" not in address:
         raise Ignore("no usable sender address")
     account = repo.account_by_email(conn, address)
-    created = False
     if account is None:
         if settings.desk.unknown_senders == "reject":
             raise Ignore("unknown sender")
         account = create_account(
             conn, address, mail.from_name, guess_locale(mail, settings.desk.default_locale), settings
         )
-        created = True
     elif account.state == AccountState.disabled:
         raise Ignore("account disabled")
     elif not account.name and mail.from_name:
         repo.set_account_name(conn, account.id, mail.from_name[:200])
     org = repo.org_by_id(conn, account.organization_id) if account.organization_id else None
     is_agent = account.role == Role.agent and trusted_source
-    return Sender(account=account, organization=org, is_agent=is_agent, created=created)
+    return Sender(account=account, organization=org, is_agent=is_agent)
