@@ -7,6 +7,7 @@ never sees the other one."""
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -32,6 +33,7 @@ class ThreadMatch:
     passed_over: list[TicketRow] = field(default_factory=list)
 
 
+@functools.lru_cache(maxsize=8)  # built once per prefix, not per message
 def subject_key_patterns(prefix: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
     p = re.escape(prefix)
     bracketed = re.compile(rf"\[{p}-(\d{{1,9}})\]", re.IGNORECASE)
