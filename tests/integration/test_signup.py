@@ -105,7 +105,7 @@ def test_signup_sends_confirmation_and_confirm_activates(
     assert mail.message["Subject"] == "Bitte bestätigen Sie Ihre Registrierung beim XiTrust Servicedesk"
     assert mail.message["Auto-Submitted"] == "auto-generated"
     token = token_of(mail)
-    assert len(token) >= 43  # 32 random bytes, base64url
+    assert len(token) >= 43  # at least 32 random bytes, base64url
     # Only the hash is stored; the raw token exists only in the mail.
     with Session(app.engine) as s:
         [stored] = s.exec(select(SignupToken)).scalars().all()  # type: ignore[call-overload]
@@ -327,3 +327,13 @@ def test_whole_conversation_over_real_sockets(
         ("signup_invitation", "sent"),
         ("comment_added", "sent"),
     ]
+
+
+def test_tokens_never_look_like_command_line_options() -> None:
+    # One base64url token in 64 starts with "-", which argparse took for an
+    # option in `gateway account confirm TOKEN`.
+    from gateway.signup import new_token
+
+    tokens = [new_token() for _ in range(3000)]
+    assert not [t for t in tokens if t.startswith("-")]
+    assert min(len(t) for t in tokens) >= 44 and len(set(tokens)) == len(tokens)
