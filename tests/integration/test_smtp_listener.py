@@ -7,7 +7,6 @@ loop that is never blocked."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import shutil
 import smtplib
 import socket
@@ -23,6 +22,7 @@ from typing import Any
 
 import pytest
 from listeners import ThreadedListener
+from loopwatch import LoopWatch
 from sqlmodel import Session, select
 from tlsutil import self_signed_cert
 
@@ -432,17 +432,6 @@ sys.exit(1 if errors else 0)
 """
 
 
-class _SlowCallbacks(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.seen: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        text = record.getMessage()
-        if text.startswith("Executing") and " took " in text:
-            self.seen.append(text)
-
-
 def test_daemon_never_blocks_the_loop_under_load(app: App) -> None:
     """The real daemon (listener, committer, pipeline workers) in asyncio
     debug mode, which reports every callback that runs longer than
@@ -475,36 +464,11 @@ def test_daemon_never_blocks_the_loop_under_load(app: App) -> None:
         assert client.returncode is not None
         return code, client.returncode, out.decode()
 
-    catcher = _SlowCallbacks()
-    asyncio_log = logging.getLogger("asyncio")
-    asyncio_log.addHandler(catcher)
-    try:
+    with LoopWatch(0.05) as watch:
         code, client_rc, client_out = asyncio.run(scenario(), debug=True)
-    finally:
-        asyncio_log.removeHandler(catcher)
     assert client_rc == 0, client_out
     assert code == 0
     rows = spooled(app)
     assert len(rows) == 16 * 25
     assert any(r.status != "queued" for r in rows), "the workers processed nothing"
-    assert catcher.seen == []
-
-
-def test_slow_callback_detector_can_fail() -> None:
-    """The detector above is live: a blocking call on the loop is caught."""
-    catcher = _SlowCallbacks()
-    asyncio_log = logging.getLogger("asyncio")
-    asyncio_log.addHandler(catcher)
-    loop = asyncio.new_event_loop()
-    try:
-        loop.set_debug(True)
-        loop.slow_callback_duration = 0.05
-
-        async def blocker() -> None:
-            time.sleep(0.1)
-
-        loop.run_until_complete(blocker())
-    finally:
-        loop.close()
-        asyncio_log.removeHandler(catcher)
-    assert catcher.seen
+    assert watch.held == []
