@@ -157,6 +157,18 @@ def tree_rss_kib(pid: int) -> int:
     return total
 
 
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """User and system CPU time of one process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def cpu_since(pid: int, start: tuple[float, float]) -> tuple[float, float]:
+    user, system = cpu_seconds(pid)
+    return user - start[0], system - start[1]
+
+
 def peak_rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -214,7 +226,9 @@ def main() -> int:
     port = free_port()
     bare = start([sys.executable, "-c", BARE_SERVER, str(port)], env, work / "bare.log", work)
     try:
+        cpu0 = cpu_seconds(bare.pid)
         bare_secs, bare_lat, bare_err = asyncio.run(run_client(port, msgs, args.connections))
+        bare_cpu = cpu_since(bare.pid, cpu0)
     finally:
         bare.send_signal(signal.SIGTERM)
         bare.wait(10)
@@ -238,7 +252,9 @@ def main() -> int:
     gw = start([sys.executable, "-m", "gateway", "serve"], env, work / "gateway.log", work)
     try:
         t0 = time.perf_counter()
+        cpu0 = cpu_seconds(gw.pid)
         gw_secs, gw_lat, gw_err = asyncio.run(run_client(port, msgs, args.connections))
+        gw_cpu = cpu_since(gw.pid, cpu0)
         print(f"accepted {len(gw_lat)} in {gw_secs:.1f} s; waiting for the pipeline ...", flush=True)
         rss_tree = tree_rss_kib(gw.pid)
         while spool_left(db_url):
@@ -251,15 +267,17 @@ def main() -> int:
         code = gw.wait(60)
     gw_rate = len(gw_lat) / gw_secs
 
-    def row(name: str, rate: float, lat: list[float], errors: list[str]) -> None:
+    def row(name: str, rate: float, lat: list[float], errors: list[str], cpu: tuple[float, float]) -> None:
+        per = [c / max(1, len(lat)) * 1e6 for c in cpu]
         print(
             f"{name:<22} {rate:8.0f} msg/s   p50 {pct(lat, 0.5) * 1000:6.1f} ms   "
-            f"p99 {pct(lat, 0.99) * 1000:6.1f} ms   errors {len(errors)}"
+            f"p99 {pct(lat, 0.99) * 1000:6.1f} ms   errors {len(errors)}   "
+            f"server CPU {per[0]:4.0f}+{per[1]:4.0f} us/msg (user+system)"
         )
 
     print()
-    row("bare aiosmtpd (250)", bare_rate, bare_lat, bare_err)
-    row("gateway (durable)", gw_rate, gw_lat, gw_err)
+    row("bare aiosmtpd (250)", bare_rate, bare_lat, bare_err, bare_cpu)
+    row("gateway (durable)", gw_rate, gw_lat, gw_err, gw_cpu)
     print(
         f"gateway end to end     {len(msgs) / e2e_secs:8.0f} msg/s   "
         f"({e2e_secs:.1f} s until the spool was empty)"

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from sqlalchemy import Engine
+from sqlalchemy.orm import defer
 from sqlmodel import select
 
 from gateway.domain import MailStatus, Role, normalize_address
@@ -74,7 +75,9 @@ class App:
         self.ensure_schema()
         with reading(self.engine) as session:
             rows = session.exec(
-                select(InboundMail).where(InboundMail.id.in_(list(mail_ids)))  # type: ignore[union-attr]
+                select(InboundMail)
+                .where(InboundMail.id.in_(list(mail_ids)))  # type: ignore[union-attr]
+                .options(defer(InboundMail.raw_inline))  # type: ignore[arg-type]
             ).all()
         done = {r.id: r.disposition or "done" for r in rows if r.status == MailStatus.done}
         todo = [r.id for r in rows if r.id is not None and r.id not in done]

@@ -345,7 +345,9 @@ def cmd_mail_show(app: App, args: argparse.Namespace) -> int:
         mail = views.get_mail(session, args.id)
         if args.raw:
             try:
-                raw = app.blobs.get(session, mail.raw_sha256)
+                # Still queued: its bytes may wait inside the spool row.
+                inline = mail.raw_inline
+                raw = inline if inline is not None else app.blobs.get(session, mail.raw_sha256)
             except KeyError:
                 raise CommandError(f"raw bytes of mail {args.id} are missing from the blob store") from None
         else:

@@ -146,7 +146,7 @@ class Daemon:
         self._reload_lock = asyncio.Lock()
         self._ops_tasks: set[asyncio.Task[Any]] = set()
         # --- end ops
-        self.spool = Spool(app.engine, app.blobs)
+        self.spool = Spool(app.engine, app.blobs, app.settings.storage.spool_inline_max)
         self.stopping = asyncio.Event()
         self.kick = asyncio.Event()  # set by the committer: new mail in the spool
         self.ready = asyncio.Event()  # set once the listener is bound

@@ -41,7 +41,7 @@ class _Spooler(threading.Thread):
 
     def __init__(self, app: App, paths: Sequence[str], recipient: str, err: TextIO) -> None:
         super().__init__(name="ingest-spooler", daemon=True)
-        self.spool = Spool(app.engine, app.blobs)
+        self.spool = Spool(app.engine, app.blobs, app.settings.storage.spool_inline_max)
         self.paths = paths
         self.recipient = recipient
         self.limit = app.settings.smtp.max_message_size

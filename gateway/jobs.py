@@ -48,7 +48,7 @@ async def start_imap(
     # aioimaplib logs every unsolicited response at INFO.
     logging.getLogger("aioimaplib.aioimaplib").setLevel(logging.WARNING)
     settings = app.settings
-    spool = Spool(app.engine, app.blobs)
+    spool = Spool(app.engine, app.blobs, app.settings.storage.spool_inline_max)
     pollers: list[Poller] = []
     for cfg in settings.imap:
         poller = Poller(cfg, spool, max_message_size=settings.smtp.max_message_size, on_commit=on_commit)

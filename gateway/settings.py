@@ -81,6 +81,10 @@ class DatabaseSettings(_Section):
 
 class StorageSettings(_Section):
     blobs: str = "var/blobs"  # a directory, or "database"
+    # Messages up to this size wait in the spool inside their database row
+    # (one commit for a whole batch); larger ones go to the blob store at
+    # once. 0: always the blob store.
+    spool_inline_max: int = Field(default=262_144, ge=0)
 
 
 class SmtpSettings(_Section):

@@ -223,6 +223,7 @@ def mail_list(session: Session, status: str | None = None) -> list[JsonDict]:
         select(InboundMail, Ticket.key)
         .outerjoin(Ticket, col(Ticket.id) == col(InboundMail.ticket_id))
         .order_by(col(InboundMail.id))
+        .options(defer(InboundMail.raw_inline))  # type: ignore[arg-type]  # queued mail's bytes: not listed
     )
     if status:
         stmt = stmt.where(InboundMail.status == status)

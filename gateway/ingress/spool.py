@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, Engine, insert, select, update
 
 from gateway.domain import MailStatus, TemporaryFailure
-from gateway.store.blobs import DatabaseBlobStore, FileBlobStore
+from gateway.store.blobs import DatabaseBlobStore, FileBlobStore, sha256_hex
 from gateway.store.db import connection, is_transient
 from gateway.store.models import utcnow
 from gateway.store.repo import MAIL
@@ -31,10 +31,26 @@ class SpoolItem:
     trusted: bool = False
 
 
+DEFAULT_INLINE_MAX = 262_144  # bytes; the default of storage.spool_inline_max
+
+
+_INSERT_RETURNING_ID = insert(MAIL).returning(MAIL.c.id, sort_by_parameter_order=True)
+
+
 class Spool:
-    def __init__(self, engine: Engine, blobs: FileBlobStore | DatabaseBlobStore) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        blobs: FileBlobStore | DatabaseBlobStore,
+        inline_max: int = DEFAULT_INLINE_MAX,
+    ) -> None:
         self.engine = engine
         self.blobs = blobs
+        # Messages up to this size wait inside their row (``raw_inline``):
+        # a batch of them is one commit, where file blobs cost a file
+        # creation and its sync per message. Larger ones, and everything
+        # when the blobs live in the database anyway, go to the blob store.
+        self.inline_max = inline_max if isinstance(blobs, FileBlobStore) else 0
 
     def put_many(self, items: Sequence[SpoolItem]) -> list[int]:
         """Store all items durably in one transaction (group commit) and
@@ -54,16 +70,22 @@ class Spool:
                 with connection(self.engine) as conn:
                     on_conn(conn)
             return []
-        # File blobs are written and synced before the transaction, so the
-        # database write lock is held only for the row inserts; a crash in
-        # between leaves an unreferenced blob, never a row without bytes.
-        # transaction() maps disk-full and database trouble to
-        # TemporaryFailure: then nothing of the batch counts as accepted.
-        digests: list[str] = []
-        if isinstance(self.blobs, FileBlobStore):
+        inline = [len(item.raw) <= self.inline_max for item in items]
+        # Large messages' files are written and synced before the
+        # transaction, so the database write lock is held only for the row
+        # inserts; a crash in between leaves an unreferenced blob, never a
+        # row without bytes. transaction() maps disk-full and database
+        # trouble to TemporaryFailure: then nothing of the batch counts as
+        # accepted.
+        digests: list[str | None] = [
+            sha256_hex(item.raw) if small else None for item, small in zip(items, inline, strict=True)
+        ]
+        if isinstance(self.blobs, FileBlobStore) and not all(inline):
             try:
                 with self.blobs.group():
-                    digests = [self.blobs.put(None, item.raw) for item in items]
+                    for i, item in enumerate(items):
+                        if not inline[i]:
+                            digests[i] = self.blobs.put(None, item.raw)
             except OSError as exc:
                 if is_transient(exc):
                     raise TemporaryFailure(
@@ -72,8 +94,9 @@ class Spool:
                 raise
         now = utcnow()
         with connection(self.engine) as conn:
-            if not digests:
-                digests = [self.blobs.put(conn, item.raw) for item in items]
+            for i, item in enumerate(items):
+                if digests[i] is None:  # DatabaseBlobStore: with the rows
+                    digests[i] = self.blobs.put(conn, item.raw)
             rows = [
                 {
                     "received_at": now,
@@ -83,16 +106,28 @@ class Spool:
                     "trusted": item.trusted,
                     "raw_sha256": digest,
                     "raw_size": len(item.raw),
+                    "raw_inline": item.raw if small else None,
                     "status": str(MailStatus.queued),
                     "attempts": 0,
                 }
-                for item, digest in zip(items, digests, strict=True)
+                for item, digest, small in zip(items, digests, inline, strict=True)
             ]
-            result = conn.execute(insert(MAIL).returning(MAIL.c.id, sort_by_parameter_order=True), rows)
+            result = conn.execute(_INSERT_RETURNING_ID, rows)
             ids = [int(r[0]) for r in result]
             if on_conn is not None:
                 on_conn(conn)
             return ids
+
+    def read_raw(self, mail_id: int) -> bytes:
+        """A spooled mail's bytes, wherever they wait: inside its row while
+        queued, in the blob store once processed. KeyError if missing."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(MAIL.c.raw_inline, MAIL.c.raw_sha256).where(MAIL.c.id == mail_id)
+            ).first()
+            if row is None:
+                raise KeyError(mail_id)
+            return bytes(row[0]) if row[0] is not None else self.blobs.get(conn, row[1])
 
     def put(self, item: SpoolItem) -> int:
         return self.put_many([item])[0]

@@ -46,7 +46,7 @@ from gateway.pipeline.trust import authenticated_by
 from gateway.settings import LimitsSettings, Settings
 from gateway.store import repo
 from gateway.store.blobs import DatabaseBlobStore, FileBlobStore
-from gateway.store.db import connection, is_conflict, is_transient
+from gateway.store.db import connection, is_conflict, is_transient, temporary_failures
 from gateway.store.models import as_utc
 from gateway.store.repo import MAIL
 
@@ -140,6 +140,7 @@ class Job:
     envelope_from: str | None
     trusted: bool
     received_at: dt.datetime | None = None  # for the latency measurement (ops)
+    raw_inline: bytes | None = None  # still in its spool row (Spool.inline_max)
 
 
 class Runner:
@@ -158,7 +159,7 @@ class Runner:
         self.settings = settings
         self.engine = engine
         self.blobs = blobs
-        self.spool = Spool(engine, blobs)
+        self.spool = Spool(engine, blobs, settings.storage.spool_inline_max)
         self.worker = worker or f"{os.uname().nodename}:{os.getpid()}"
         # Called with each message's seconds from spool to result (the
         # daemon's latency histogram); None: nobody measures.
@@ -210,7 +211,7 @@ class Runner:
             rows = conn.execute(
                 select(
                     MAIL.c.id, MAIL.c.raw_sha256, MAIL.c.recipient, MAIL.c.envelope_from, MAIL.c.trusted,
-                    MAIL.c.received_at,
+                    MAIL.c.received_at, MAIL.c.raw_inline,
                 )
                 .where(MAIL.c.id.in_(ids))
                 .order_by(MAIL.c.id)
@@ -218,12 +219,16 @@ class Runner:
             return [Job(*r) for r in rows]
 
     def _raw_ref(self, job: Job) -> bytes | str:
+        if job.raw_inline is not None:
+            return job.raw_inline
         if isinstance(self.blobs, FileBlobStore):
             return str(self.blobs.path_for(job.raw_sha256))
         with self.engine.connect() as conn:
             return self.blobs.get(conn, job.raw_sha256)
 
     def _parse_here(self, job: Job, limits: LimitsSettings) -> Parsed:
+        if job.raw_inline is not None:
+            return parse_job(job.raw_inline, limits)
         with self.engine.connect() as conn:
             return parse_job(self.blobs.get(conn, job.raw_sha256), limits)
 
@@ -237,6 +242,7 @@ class Runner:
         runs again with a savepoint per message, so one message's failure
         undoes only its own effect. Attachment files are synced together
         before the commit."""
+        self._store_inline_raw(chunk)
         careful = False
         for attempt in itertools.count(1):
             try:
@@ -256,6 +262,17 @@ class Runner:
             self._log(job, parsed, disposition)
         return out
 
+    def _store_inline_raw(self, chunk: list[tuple[Job, Parsed]]) -> None:
+        """Write the batch's inline raw bytes to the blob files (synced
+        together) before the transaction, which then only finds them there:
+        the database write lock is not held while files are created."""
+        if not isinstance(self.blobs, FileBlobStore):
+            return
+        with temporary_failures(), self.blobs.group():
+            for job, _ in chunk:
+                if job.raw_inline is not None:
+                    self.blobs.put(None, job.raw_inline)
+
     def _run_batch(self, chunk: list[tuple[Job, Parsed]], careful: bool) -> list[tuple[int, Disposition]]:
         out: list[tuple[int, Disposition]] = []
         with connection(self.engine) as conn, self.blobs.group():
@@ -271,7 +288,7 @@ class Runner:
                         if is_transient(exc):
                             raise
                         raise _SlowPath from exc
-                    self._finish(conn, job.id, parsed, disposition, None)
+                    self._finish(conn, job, parsed, disposition, None)
                 out.append((job.id, disposition))
         return out
 
@@ -280,7 +297,7 @@ class Runner:
             savepoint = conn.begin_nested()
             try:
                 disposition = self._apply(conn, job, parsed)
-                self._finish(conn, job.id, parsed, disposition, None)
+                self._finish(conn, job, parsed, disposition, None)
                 savepoint.commit()
                 return disposition
             except IntegrityError:
@@ -349,11 +366,20 @@ class Runner:
 
     # -- bookkeeping -----------------------------------------------------
     def _finish(
-        self, conn: Connection, mail_id: int, parsed: Parsed, disposition: Disposition, error: str | None
+        self, conn: Connection, job: Job, parsed: Parsed, disposition: Disposition, error: str | None
     ) -> None:
+        extra: dict[str, None] = {}
+        if job.raw_inline is not None:
+            # Out of the spool row into the blob store, in this transaction
+            # (a file is synced with the batch's blobs.group() before the
+            # commit): a processed mail's bytes live where every reader
+            # (reprocess, ``mail show --raw``, backups) looks for them.
+            self.blobs.put(conn, job.raw_inline)
+            extra["raw_inline"] = None
         repo.finish_mail(
             conn,
-            mail_id,
+            job.id,
+            **extra,
             status=str(disposition.status),
             disposition=disposition.text[:500],
             ticket_id=disposition.ticket_id,
@@ -365,7 +391,7 @@ class Runner:
 
     def _quarantine(self, conn: Connection, job: Job, parsed: Parsed, reason: str) -> Disposition:
         disposition = Disposition.quarantined(reason)
-        self._finish(conn, job.id, parsed, disposition, reason)
+        self._finish(conn, job, parsed, disposition, reason)
         return disposition
 
     def _log(self, job: Job, parsed: Parsed, disposition: Disposition) -> None:

@@ -146,6 +146,12 @@ class InboundMail(SQLModel, table=True):
     claimed_by: str | None = Field(default=None, max_length=100)
     claimed_at: dt.datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     processed_at: dt.datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    # The raw bytes of a small message while it waits in the spool: accepting
+    # it is then one row in one commit, not a file created and synced per
+    # message (the listener's largest cost). The worker moves them to the
+    # blob store (raw_sha256) when it processes the mail and clears this.
+    # Last column: SQLite reads a row's columns in order.
+    raw_inline: bytes | None = Field(default=None, sa_type=LargeBinary)
 
 
 class ProcessedKey(SQLModel, table=True):

@@ -27,6 +27,7 @@ from sqlmodel import Session, select
 from tlsutil import self_signed_cert
 
 from gateway.app import App
+from gateway.ingress.spool import Spool
 from gateway.store.db import make_engine
 from gateway.store.models import InboundMail
 
@@ -62,8 +63,8 @@ def spooled(app: App) -> list[InboundMail]:
 
 
 def raw_of(app: App, row: InboundMail) -> bytes:
-    with Session(app.engine) as s:
-        return app.blobs.get(s, row.raw_sha256)
+    assert row.id is not None
+    return Spool(app.engine, app.blobs).read_raw(row.id)
 
 
 class Raw:
