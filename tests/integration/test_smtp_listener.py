@@ -359,6 +359,29 @@ def test_smuggling_bare_lf_cr_dot_does_not_end_data(
     assert b"SMUGGLED" in raw_of(app, rows[0])
 
 
+def test_malformed_addresses_get_a_permanent_answer_and_the_session_goes_on(
+    app: App, listener: RunningListener
+) -> None:
+    """``MAIL FROM:<`` makes the stdlib address parser raise IndexError:
+    stock aiosmtpd turns that into a session error (ours would say 451, and
+    the client would retry forever). It is a malformed address: 553, and
+    the next transaction on the same connection works."""
+    c = Raw(listener.host, listener.port)
+    try:
+        c.reply()
+        c.cmd(b"EHLO mx")
+        assert c.cmd(b"MAIL FROM:<").startswith(b"553")
+        assert c.cmd(b"MAIL FROM:<anna@bauwerk-ag.de>").startswith(b"250")
+        assert c.cmd(b"RCPT TO:<").startswith(b"553")
+        assert c.cmd(b"RCPT TO:<servicedesk@xitrust.com>").startswith(b"250")
+        assert c.cmd(b"DATA").startswith(b"354")
+        c.send(message() + b".\r\n")
+        assert c.reply().startswith(b"250")
+    finally:
+        c.close()
+    assert len(spooled(app)) == 1
+
+
 # -- connection limits and timeouts ----------------------------------------------
 
 
