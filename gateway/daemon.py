@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import datetime as dt
 import gc
 import logging
@@ -74,10 +75,29 @@ _generation = 0  # the daemon's configuration generation this worker runs with (
 _latencies: list[float] = []  # measured since the last batch result
 
 
-def _init_worker(settings: Settings) -> None:
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with(daemon_pid: int) -> None:
+    """Have the kernel SIGKILL this worker when the daemon dies, however it
+    dies: after a SIGKILL or a crash of the daemon its pool workers lived
+    on, idle, each with its memory and database connections, until someone
+    killed them by hand. (Under systemd the unit's cgroup is killed anyway;
+    this is for every other way of running ``gateway serve``.) Their claimed
+    rows go back to the queue when the daemon starts again."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != daemon_pid:  # it died before prctl took effect
+        os._exit(1)
+
+
+def _init_worker(settings: Settings, daemon_pid: int | None = None) -> None:
     """Worker process start: its own engine and Runner; ignore the signals
-    the daemon handles for it; yield CPU to the listener."""
+    the daemon handles for it; yield CPU to the listener; die with the
+    daemon."""
     global _runner
+    if daemon_pid is not None:
+        _die_with(daemon_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # reloads arrive with the next batch
@@ -157,7 +177,7 @@ class Daemon:
             max_workers=n,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_worker,
-            initargs=(self.settings,),
+            initargs=(self.settings, os.getpid()),
         )
         self.listener = Listener(
             listener_config(self.settings), self.spool, on_commit=self._on_commit,

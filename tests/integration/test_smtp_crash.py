@@ -61,6 +61,12 @@ class Server:
             assert time.monotonic() < deadline, f"serve not ready: {self.log.read_text()}"
             time.sleep(0.05)
 
+    def workers(self) -> list[int]:
+        """Pids of the daemon's child processes (its pipeline workers)."""
+        assert self.proc is not None
+        pid = self.proc.pid
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
     def signal(self, sig: signal.Signals) -> None:
         assert self.proc is not None
         self.proc.send_signal(sig)
@@ -74,6 +80,13 @@ class Server:
             return self.proc.returncode if self.proc else 0
         self.signal(signal.SIGTERM)
         return self.wait(60)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return False
 
 
 @pytest.fixture
@@ -207,8 +220,18 @@ def test_sigkill_while_receiving_loses_nothing_and_duplicates_nothing(
     sender.start()
     assert threshold.wait(120)
     assert len(acked) >= kill_at, f"only {len(acked)} messages acknowledged"
+    workers = server.workers()
+    assert workers, "no worker processes"
     server.signal(signal.SIGKILL)
     server.wait(30)
+    # The workers die with the daemon (they ignore SIGTERM, and idle they
+    # would otherwise live on with their database connections).
+    deadline = time.monotonic() + 10
+    while (alive := [p for p in workers if Path(f"/proc/{p}").exists() and not _zombie(p)]) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.05)
+    assert alive == [], "worker processes outlived the killed daemon"
     sender.join(120)
     first_acked = set(acked)
     assert errors == []
