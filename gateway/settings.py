@@ -120,6 +120,9 @@ class ImapSettings(_Section):
     # Mail larger than smtp.max_message_size is left in ``folder`` (and
     # logged) unless this names a folder to move it to.
     oversize_folder: str | None = None
+    # PEM file with the CA that signed the server's certificate (an internal
+    # CA or a self-signed server); default: the system's CAs.
+    ca_file: str | None = None
 
 
 class OutboundSettings(_Section):

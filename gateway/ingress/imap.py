@@ -29,6 +29,7 @@ and logs one line per attempt. Database work runs in a thread.
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import contextlib
 import logging
@@ -137,6 +138,36 @@ def uid_set(uids: Sequence[int]) -> str:
 def quoted(name: str) -> str:
     """An IMAP quoted string (folder names may contain spaces)."""
     return aioimaplib.quoted(name)
+
+
+def mailbox(name: str) -> str:
+    """A folder name as IMAP4rev1 wants it on the wire: modified UTF-7
+    (RFC 3501 5.1.3), quoted. "Gelöscht" is ``"Gel&APY-scht"``; sent as
+    UTF-8 the server would refuse it or make a different folder."""
+    return quoted(modified_utf7(name))
+
+
+def modified_utf7(name: str) -> str:
+    """RFC 3501 5.1.3: printable ASCII stands for itself ("&" as "&-"); any
+    other run of characters is "&", its UTF-16BE in base64 with "," for "/"
+    and no padding, then "-"."""
+    out: list[str] = []
+    run: list[str] = []
+
+    def flush() -> None:
+        if run:
+            encoded = base64.b64encode("".join(run).encode("utf-16-be")).decode("ascii")
+            out.append("&" + encoded.rstrip("=").replace("/", ",") + "-")
+            run.clear()
+
+    for ch in name:
+        if " " <= ch <= "~":
+            flush()
+            out.append("&-" if ch == "&" else ch)
+        else:
+            run.append(ch)
+    flush()
+    return "".join(out)
 
 
 def _text(response: Any) -> str:
@@ -318,7 +349,8 @@ class Poller:
 
         ctx = None
         if cfg.tls != "none":
-            ctx = self.ssl_context or ssl.create_default_context()
+            # The system's CAs, or the file naming the CA of an internal server.
+            ctx = self.ssl_context or ssl.create_default_context(cafile=cfg.ca_file)
         client = aioimaplib.IMAP4(
             host=cfg.host,
             port=cfg.port,
@@ -345,7 +377,7 @@ class Poller:
         for folder in (cfg.processed_folder, cfg.oversize_folder):
             if folder:
                 await self._ensure_folder(folder)
-        response = await self._call(client.select(quoted(cfg.folder)))
+        response = await self._call(client.select(mailbox(cfg.folder)))
         if response.result != "OK":
             raise ImapError(f"cannot select folder {cfg.folder!r}: {_text(response)}")
         validity = next(
@@ -389,11 +421,11 @@ class Poller:
 
     async def _ensure_folder(self, folder: str) -> None:
         assert self._client is not None
-        response = await self._call(self._client.list('""', quoted(folder)))
+        response = await self._call(self._client.list('""', mailbox(folder)))
         # Untagged "* LIST (flags) delim name" arrives without "* LIST".
         if any(isinstance(ln, bytes) and ln.startswith((b"(", b"LIST")) for ln in response.lines[:-1]):
             return
-        response = await self._call(self._client.create(quoted(folder)))
+        response = await self._call(self._client.create(mailbox(folder)))
         if response.result != "OK" and b"ALREADYEXISTS" not in b" ".join(
             ln for ln in response.lines if isinstance(ln, bytes)
         ):
@@ -566,7 +598,7 @@ class Poller:
 
     async def _move(self, uids: list[int], folder: str) -> None:
         assert self._client is not None
-        target = quoted(folder)
+        target = mailbox(folder)
         if self._has("MOVE"):
             response = await self._call(self._client.uid("move", uid_set(uids), target))
             if response.result != "OK":

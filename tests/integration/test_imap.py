@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ from sqlalchemy import func, select
 
 from gateway.app import App
 from gateway.ingress import imap as imap_mod
-from gateway.ingress.imap import Poller, load_cursor, parse_bodies, uid_set
+from gateway.ingress.imap import Poller, load_cursor, modified_utf7, parse_bodies, uid_set
 from gateway.ingress.spool import Spool
 from gateway.settings import ImapSettings
 from gateway.store.models import ImapCursor
@@ -519,15 +518,38 @@ def test_server_without_move_copies_and_expunges(
     assert len(dovecot.messages("Processed")) == 2
 
 
+def test_modified_utf7_folder_names() -> None:
+    """RFC 3501 5.1.3's own example and the German folder names mail
+    clients create."""
+    assert modified_utf7("~peter/mail/\u53f0\u5317/\u65e5\u672c\u8a9e") == "~peter/mail/&U,BTFw-/&ZeVnLIqe-"
+    assert modified_utf7("Entwürfe") == "Entw&APw-rfe"
+    assert modified_utf7("Gelöschte Elemente") == "Gel&APY-schte Elemente"
+    assert modified_utf7("Tom & Jerry") == "Tom &- Jerry"
+    assert modified_utf7("INBOX") == "INBOX"
+
+
+@sqlite_only
+def test_non_ascii_folders_on_a_real_server(app: App, dovecot: Dovecot) -> None:
+    """Poll "Entwürfe" and move to "Gelöscht": the server sees the modified
+    UTF-7 names (the test client names the folders by their encoded form)."""
+    dovecot.append([message(1), message(2)], folder="Entw&APw-rfe")
+    poller = make_poller(app, imap_cfg(dovecot, folder="Entwürfe", processed_folder="Gelöscht"))
+    assert poll_once(poller) == 2
+    assert dovecot.messages("Entw&APw-rfe") == []
+    assert len(dovecot.messages("Gel&APY-scht")) == 2
+
+
 @sqlite_only
 def test_tls_and_starttls(app: App, dovecot_tls: Dovecot) -> None:
+    """A server certificate from the test's own CA: trusted through the
+    mailbox's ``ca_file`` setting, refused without it."""
     assert dovecot_tls.cafile is not None
-    trusted = ssl.create_default_context(cafile=str(dovecot_tls.cafile))
+    ca_file = str(dovecot_tls.cafile)
     dovecot_tls.append([message(1), message(2)])
     implicit = make_poller(
-        app, imap_cfg(dovecot_tls, tls="tls", port=dovecot_tls.imaps_port), ssl_context=trusted
+        app, imap_cfg(dovecot_tls, tls="tls", port=dovecot_tls.imaps_port, ca_file=ca_file)
     )
-    starttls = make_poller(app, imap_cfg(dovecot_tls, tls="starttls"), ssl_context=trusted)
+    starttls = make_poller(app, imap_cfg(dovecot_tls, tls="starttls", ca_file=ca_file))
     untrusted = make_poller(app, imap_cfg(dovecot_tls, tls="tls", port=dovecot_tls.imaps_port))
 
     async def go() -> list[int]:
