@@ -7,6 +7,7 @@ loop that is never blocked."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import smtplib
 import socket
@@ -99,6 +100,18 @@ class Raw:
 
     def close(self) -> None:
         self.sock.close()
+
+    @classmethod
+    @contextlib.contextmanager
+    def greeted(cls, host: str, port: int) -> Iterator[Raw]:
+        """Connected, greeting read, EHLO done; closed afterwards."""
+        c = cls(host, port)
+        try:
+            c.reply()
+            c.cmd(b"EHLO mx")
+            yield c
+        finally:
+            c.close()
 
 
 # -- acceptance and recipients -------------------------------------------------
@@ -342,18 +355,13 @@ def test_smuggling_bare_lf_cr_dot_does_not_end_data(
         b"From: ceo@xitrust.com\r\nSubject: smuggled\r\n\r\nSMUGGLED\r\n"
     )
     body = message().rstrip(b"\r\n") + fake_end + smuggled + b".\r\n"
-    c = Raw(listener.host, listener.port)
-    try:
-        c.reply()
-        c.cmd(b"EHLO mx")
+    with Raw.greeted(listener.host, listener.port) as c:
         assert c.cmd(b"MAIL FROM:<anna@bauwerk-ag.de>").startswith(b"250")
         assert c.cmd(b"RCPT TO:<servicedesk@xitrust.com>").startswith(b"250")
         assert c.cmd(b"DATA").startswith(b"354")
         c.send(body)
         assert c.reply().startswith(b"250")  # one message, one reply
         assert c.cmd(b"QUIT").startswith(b"221")
-    finally:
-        c.close()
     rows = spooled(app)
     assert len(rows) == 1, "the message was split in two"
     assert b"SMUGGLED" in raw_of(app, rows[0])
@@ -366,10 +374,7 @@ def test_malformed_addresses_get_a_permanent_answer_and_the_session_goes_on(
     stock aiosmtpd turns that into a session error (ours would say 451, and
     the client would retry forever). It is a malformed address: 553, and
     the next transaction on the same connection works."""
-    c = Raw(listener.host, listener.port)
-    try:
-        c.reply()
-        c.cmd(b"EHLO mx")
+    with Raw.greeted(listener.host, listener.port) as c:
         assert c.cmd(b"MAIL FROM:<").startswith(b"553")
         assert c.cmd(b"MAIL FROM:<anna@bauwerk-ag.de>").startswith(b"250")
         assert c.cmd(b"RCPT TO:<").startswith(b"553")
@@ -377,8 +382,6 @@ def test_malformed_addresses_get_a_permanent_answer_and_the_session_goes_on(
         assert c.cmd(b"DATA").startswith(b"354")
         c.send(message() + b".\r\n")
         assert c.reply().startswith(b"250")
-    finally:
-        c.close()
     assert len(spooled(app)) == 1
 
 
