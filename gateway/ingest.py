@@ -84,7 +84,7 @@ def run_ingest(
     rcpt = normalize_address(recipient) if recipient else app.settings.desk.addresses[0]
     spooler = _Spooler(app, paths, rcpt, err)
     spooler.start()
-    _process_while_spooling(app, spooler, progress, err)
+    stalled = _process_while_spooling(app, spooler, progress, err)
     spooler.join()
     if isinstance(spooler.failure, SourceError):
         print(f"gateway: {spooler.failure}", file=err)
@@ -95,14 +95,19 @@ def run_ingest(
             file=err,
         )
         return EX_TEMPFAIL
+    if stalled is not None:
+        # Accepted all the same: queued for the next run or the daemon.
+        print(f"gateway: warning: messages accepted but not yet processed: {stalled}", file=err)
     return EX_DATAERR if spooler.rejected else EX_OK
 
 
-def _process_while_spooling(app: App, spooler: _Spooler, progress: bool, err: TextIO) -> None:
+def _process_while_spooling(
+    app: App, spooler: _Spooler, progress: bool, err: TextIO
+) -> TemporaryFailure | None:
     """Process what is queued (this run's messages and any left over) until
     the spooler is done. The messages are already accepted: trouble here
-    leaves them queued for the next run or the daemon, so it is a warning,
-    not a failure."""
+    leaves them queued for the next run or the daemon, so it is returned
+    for a warning (unless spooling failed too: then that is the one line)."""
     pool: ProcessPoolExecutor | None = None
     bar: Any = None
     if progress:
@@ -129,8 +134,9 @@ def _process_while_spooling(app: App, spooler: _Spooler, progress: bool, err: Te
             runner.drain(on_done=on_done)
             if last_round:
                 break
+        return None
     except TemporaryFailure as exc:
-        print(f"gateway: warning: messages accepted but not yet processed: {exc}", file=err)
+        return exc
     finally:
         if bar is not None:
             bar.close()

@@ -49,7 +49,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from gateway.domain import TemporaryFailure
 from gateway.ingress.spool import Spool, SpoolItem
 from gateway.settings import ImapSettings
-from gateway.store.db import connection
+from gateway.store.db import connection, read_connection
 from gateway.store.models import ImapCursor, utcnow
 
 log = logging.getLogger("gateway.imap")
@@ -92,7 +92,7 @@ class ImapTimeout(ImapError):
 
 def load_cursor(engine: Engine, key: str) -> tuple[int, int] | None:
     """(uidvalidity, last_uid) of a mailbox, or None before its first poll."""
-    with engine.connect() as conn:
+    with read_connection(engine) as conn:
         row = conn.execute(
             select(CURSOR.c.uidvalidity, CURSOR.c.last_uid).where(CURSOR.c.mailbox == key)
         ).first()

@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Engine, insert, select, update
 
 from gateway.domain import MailStatus, TemporaryFailure
 from gateway.store.blobs import DatabaseBlobStore, FileBlobStore, sha256_hex
-from gateway.store.db import connection, is_transient
+from gateway.store.db import connection, is_transient, read_connection
 from gateway.store.models import utcnow
 from gateway.store.repo import MAIL
 
@@ -125,7 +125,7 @@ class Spool:
     def read_raw(self, mail_id: int) -> bytes:
         """A spooled mail's bytes, wherever they wait: inside its row while
         queued, in the blob store once processed. KeyError if missing."""
-        with self.engine.connect() as conn:
+        with read_connection(self.engine) as conn:
             row = conn.execute(
                 select(MAIL.c.raw_inline, MAIL.c.raw_sha256).where(MAIL.c.id == mail_id)
             ).first()

@@ -46,7 +46,7 @@ from gateway.pipeline.trust import authenticated_by
 from gateway.settings import LimitsSettings, Settings
 from gateway.store import repo
 from gateway.store.blobs import DatabaseBlobStore, FileBlobStore
-from gateway.store.db import connection, is_conflict, is_transient, temporary_failures
+from gateway.store.db import connection, is_conflict, is_transient, read_connection, temporary_failures
 from gateway.store.models import as_utc
 from gateway.store.repo import MAIL
 
@@ -207,7 +207,7 @@ class Runner:
             self.spool.release([i for i in claimed if i not in done])
 
     def _load(self, ids: list[int]) -> list[Job]:
-        with self.engine.connect() as conn:
+        with read_connection(self.engine) as conn:
             rows = conn.execute(
                 select(
                     MAIL.c.id, MAIL.c.raw_sha256, MAIL.c.recipient, MAIL.c.envelope_from, MAIL.c.trusted,
@@ -223,13 +223,13 @@ class Runner:
             return job.raw_inline
         if isinstance(self.blobs, FileBlobStore):
             return str(self.blobs.path_for(job.raw_sha256))
-        with self.engine.connect() as conn:
+        with read_connection(self.engine) as conn:
             return self.blobs.get(conn, job.raw_sha256)
 
     def _parse_here(self, job: Job, limits: LimitsSettings) -> Parsed:
         if job.raw_inline is not None:
             return parse_job(job.raw_inline, limits)
-        with self.engine.connect() as conn:
+        with read_connection(self.engine) as conn:
             return parse_job(self.blobs.get(conn, job.raw_sha256), limits)
 
     # -- one batch, one message ------------------------------------------

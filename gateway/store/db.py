@@ -22,6 +22,8 @@ from sqlmodel import Session
 
 from gateway.domain import TemporaryFailure
 
+READ_ONLY = "gateway_read_only"  # execution option: a transaction that only reads
+
 
 def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
@@ -70,6 +72,12 @@ def _install_sqlite_pragmas(engine: Engine, busy_timeout_ms: int) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
+        if conn.get_execution_options().get(READ_ONLY):
+            # A WAL reader sees a snapshot and never waits for a writer, nor
+            # makes one wait: metrics scrapes, CLI listings and the workers'
+            # loading of claimed mail stay out of the listener's way.
+            conn.exec_driver_sql("BEGIN")
+            return
         # A lock not had within the busy timeout is left to SQLite's busy
         # handler (which then reports "locked"): never a hang.
         held = writer.acquire(timeout=wait)
@@ -157,9 +165,20 @@ def connection(engine: Engine) -> Iterator[Connection]:
 
 @contextlib.contextmanager
 def reading(engine: Engine) -> Iterator[Session]:
-    """A session for queries (CLI listings)."""
-    with temporary_failures(), Session(engine, expire_on_commit=False) as session:
+    """A session for queries only (CLI listings, status, metrics). On
+    SQLite it begins a plain (deferred) transaction: it reads a snapshot
+    without taking the write lock. Not for writes: a deferred transaction
+    that starts writing can fail with "database is locked" at once."""
+    bind = engine.execution_options(**{READ_ONLY: True})
+    with temporary_failures(), Session(bind, expire_on_commit=False) as session:
         yield session
+
+
+@contextlib.contextmanager
+def read_connection(engine: Engine) -> Iterator[Connection]:
+    """``reading`` for Core: a connection for queries only."""
+    with temporary_failures(), engine.connect() as conn:
+        yield conn.execution_options(**{READ_ONLY: True})
 
 
 def _short_reason(exc: BaseException) -> str:

@@ -34,6 +34,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine
 
+from gateway.store.db import read_connection
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
@@ -82,13 +84,14 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
 def current_revision(engine: Engine) -> str | None:
     """The database's revision; None for an empty (unmigrated) database."""
-    with engine.connect() as conn:
+    with read_connection(engine) as conn:
         return MigrationContext.configure(conn).get_current_revision()
 
 
 def is_up_to_date(engine: Engine) -> bool:
-    """True when the database is at the head revision(s) of the code."""
-    with engine.connect() as conn:
+    """True when the database is at the head revision(s) of the code.
+    Every command asks this first: a read that never waits for a writer."""
+    with read_connection(engine) as conn:
         current = set(MigrationContext.configure(conn).get_current_heads())
     return current == head_revisions()
 

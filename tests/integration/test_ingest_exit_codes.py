@@ -4,6 +4,7 @@ line on stderr, never a traceback."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sqlite3
@@ -72,6 +73,25 @@ def test_locked_sqlite_gives_75(tmp_path: Path) -> None:
     assert "temporary failure" in line and "gw.db" not in line
     # after the lock is gone, the MTA's retry is accepted
     assert run(tmp_path, "ingest", stdin=FIXTURE.read_bytes()).returncode == 0
+
+
+def test_reads_do_not_wait_for_a_sqlite_writer(tmp_path: Path) -> None:
+    """Listings, status and metrics read a WAL snapshot: while another
+    process holds the write lock (the daemon committing a batch), they
+    answer at once instead of waiting for it and failing with 75."""
+    assert run(tmp_path, "ingest", stdin=FIXTURE.read_bytes()).returncode == 0
+    holder = sqlite3.connect(tmp_path / "gw.db", isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        holder.execute("UPDATE inbound_mail SET error = 'in flight'")
+        for argv in (("status", "--json"), ("mail", "list", "--json"), ("ticket", "list", "--json")):
+            result = run(tmp_path, *argv, GATEWAY__DATABASE__BUSY_TIMEOUT_MS="200")
+            assert result.returncode == 0, (argv, result.stderr)
+        mails = json.loads(run(tmp_path, "mail", "list", "--json").stdout)
+        assert [m["error"] for m in mails] == [None]  # the snapshot, not the uncommitted write
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
 
 
 def test_postgresql_down_gives_75(tmp_path: Path) -> None:
