@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("GATEWAY_SHARED", ROOT.parent / "shared"))
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from corpus import eml_files  # noqa: E402
 from dovecot import USER, Dovecot  # noqa: E402
 
 from gateway.app import App  # noqa: E402
@@ -41,13 +39,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-imap-") as tmp:
         work = Path(tmp)
-        corpus = work / "corpus"
-        subprocess.run(
-            [sys.executable, str(SHARED / "tools" / "make_corpus.py"), "--n", str(args.n),
-             "--seed", str(args.seed), "--dir", str(corpus)],
-            check=True, stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        raws = [p.read_bytes() for p in sorted(corpus.glob("*.eml"))]
+        raws = [p.read_bytes() for p in eml_files(args.n, args.seed, work / "corpus")]
         server = Dovecot()
         try:
             server.start()

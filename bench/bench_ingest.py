@@ -18,8 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("GATEWAY_SHARED", ROOT.parent / "shared"))
+from corpus import make_corpus
 
 
 def run_once(mbox: Path, workdir: Path) -> tuple[float, int, dict[str, int]]:
@@ -77,20 +76,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         base = Path(tmp)
         mbox = base / "corpus.mbox"
-        subprocess.run(
-            [
-                sys.executable,
-                str(SHARED / "tools" / "make_corpus.py"),
-                "--n",
-                str(a.n),
-                "--seed",
-                str(a.seed),
-                "--mbox",
-                str(mbox),
-            ],
-            check=True,
-            capture_output=True,
-        )
+        make_corpus(a.n, a.seed, mbox=mbox)
         rates, peaks = [], []
         for i in range(a.runs):
             workdir = base / f"run{i}"

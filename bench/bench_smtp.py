@@ -30,11 +30,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-CORPUS_TOOL = (
-    Path(os.environ.get("GATEWAY_SHARED", Path(__file__).resolve().parent.parent.parent / "shared"))
-    / "tools"
-    / "make_corpus.py"
-)
+from corpus import eml_files
+
 DESK = "servicedesk@xitrust.com"
 
 BARE_SERVER = r"""
@@ -61,15 +58,9 @@ def free_port() -> int:
 
 
 def load_corpus(n: int, seed: int, workdir: Path) -> list[bytes]:
-    out = workdir / "corpus"
-    subprocess.run(
-        [sys.executable, str(CORPUS_TOOL), "--n", str(n), "--seed", str(seed), "--dir", str(out)],
-        check=True,
-        capture_output=True,
-    )
     # On the wire lines end in CRLF; dot-stuff once here, not in the timed loop.
     msgs = []
-    for p in sorted(out.glob("*.eml")):
+    for p in eml_files(n, seed, workdir / "corpus"):
         raw = re.sub(rb"\r?\n", b"\r\n", p.read_bytes())
         raw = re.sub(rb"(?m)^\.", b"..", raw)
         if not raw.endswith(b"\r\n"):
