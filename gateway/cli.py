@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from gateway import admin, views
 from gateway.domain import MailStatus, OutboxStatus, TemporaryFailure, TicketStatus
+from gateway.ingress.spool import Spool
 from gateway.settings import ConfigError, load_settings
 from gateway.store.db import is_transient, reading, transaction
 
@@ -343,16 +344,13 @@ def cmd_mail_list(app: App, args: argparse.Namespace) -> int:
 def cmd_mail_show(app: App, args: argparse.Namespace) -> int:
     with reading(app.engine) as session:
         mail = views.get_mail(session, args.id)
-        if args.raw:
-            try:
-                # Still queued: its bytes may wait inside the spool row.
-                inline = mail.raw_inline
-                raw = inline if inline is not None else app.blobs.get(session, mail.raw_sha256)
-            except KeyError:
-                raise CommandError(f"raw bytes of mail {args.id} are missing from the blob store") from None
-        else:
+        if not args.raw:
             data = views.mail_detail(session, mail)
     if args.raw:
+        try:
+            raw = Spool(app.engine, app.blobs).read_raw(args.id)  # queued: still in its row
+        except KeyError:
+            raise CommandError(f"raw bytes of mail {args.id} are missing from the blob store") from None
         sys.stdout.flush()
         sys.stdout.buffer.write(raw)
         sys.stdout.buffer.flush()
