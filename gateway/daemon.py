@@ -187,8 +187,13 @@ class Daemon:
     def _on_commit(self, ids: list[int]) -> None:
         self.kick.set()
 
-    async def run(self) -> int:
+    async def run(self, owns_process: bool = False) -> int:
+        """Serve until a stop signal; the exit code. ``owns_process``: this
+        daemon is the whole process (``gateway serve``), so once stopping
+        its signals stay ignored until exit; embedded (tests), the previous
+        handlers are restored instead."""
         loop = asyncio.get_running_loop()
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, sig)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)  # ops
@@ -240,10 +245,17 @@ class Daemon:
             log.info("stopped")
             return 0
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                loop.remove_signal_handler(sig)
             await self._ops_stop()  # ops
             await asyncio.to_thread(self.pool.shutdown, True, cancel_futures=True)
+            # Stopping is under way and cannot be hurried: a second SIGTERM
+            # (an impatient operator, a test harness, `pkill`) must not kill
+            # the process with the default action while it finishes, and
+            # removing the loop's handlers would restore exactly that default.
+            # So the signals stay ignored until the process exits
+            # (SIGKILL, e.g. systemd's TimeoutStopSec, still ends it).
+            for sig, handler in previous.items():
+                loop.remove_signal_handler(sig)
+                signal.signal(sig, signal.SIG_IGN if owns_process or handler is None else handler)
 
     async def _start_workers(self) -> None:
         """Start the worker processes before listening: spawning them imports
@@ -253,10 +265,12 @@ class Daemon:
         await asyncio.gather(*(loop.run_in_executor(self.pool, _ready) for _ in range(self.n_workers)))
 
     def request_stop(self, sig: signal.Signals | None = None) -> None:
-        if not self.stopping.is_set():
-            log.info("received %s", sig.name if sig else "stop request")
-            self.stopping.set()
-            self.kick.set()
+        if self.stopping.is_set():
+            log.info("received %s: already stopping", sig.name if sig else "stop request")
+            return
+        log.info("received %s", sig.name if sig else "stop request")
+        self.stopping.set()
+        self.kick.set()
 
     async def _worker_loop(self, index: int) -> None:
         """Keep one worker process busy while there is mail; between
@@ -474,7 +488,7 @@ def _is_dead_local(owner: str, node: str) -> bool:
 
 async def run(app: App, config_path: str | None = None) -> int:
     """Run the daemon in the current loop until a stop signal; exit code."""
-    return await Daemon(app, config_path).run()
+    return await Daemon(app, config_path).run(owns_process=True)
 
 
 def serve(app: App, config_path: str | None = None) -> int:

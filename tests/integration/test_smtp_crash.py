@@ -296,3 +296,29 @@ def test_sigterm_finishes_open_transaction_then_exits_0(server: Server, db_url: 
     counts, _ = effects(db_url)
     assert counts["<sigterm-1@bauwerk-ag.de>"] == 1
     assert server.stop() == 0
+
+
+def test_repeated_sigterm_while_stopping_still_exits_0(server: Server, db_url: str) -> None:
+    """An impatient operator (or a harness) sends SIGTERM again and again:
+    the daemon keeps stopping in order and exits 0, never dies of the
+    signal's default action halfway through (a second SIGTERM used to land
+    after the loop's handlers were removed and kill it with -15)."""
+    server.start()
+    with smtplib.SMTP("127.0.0.1", server.port, timeout=30) as c:
+        c.sendmail("anna@bauwerk-ag.de", [DESK], b"Subject: x\r\nMessage-ID: <again@b.de>\r\n\r\nHallo\r\n")
+    assert server.proc is not None
+    deadline = time.monotonic() + 60
+    sent = 0
+    while server.proc.poll() is None:
+        server.signal(signal.SIGTERM)
+        sent += 1
+        assert time.monotonic() < deadline, "still running a minute after SIGTERM"
+        time.sleep(0.002)
+    assert sent > 1
+    assert server.proc.returncode == 0, server.log.read_text()[-2000:]
+    assert "Traceback" not in server.log.read_text()
+    server.start()  # and nothing it accepted is lost
+    wait_processed(db_url)
+    counts, _ = effects(db_url)
+    assert counts["<again@b.de>"] == 1
+    assert server.stop() == 0
