@@ -5,7 +5,7 @@ few exceptions that steer the pipeline (Mailman style: a stage raises
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 
@@ -148,14 +148,22 @@ class Disposition:
     status: MailStatus
     text: str  # e.g. "created SD-12", "ignored: auto-reply"
     ticket_id: int | None = None
+    key: str | None = None  # the ticket key named in ``text``
 
     @classmethod
     def created(cls, key: str, ticket_id: int) -> Disposition:
-        return cls(MailStatus.done, f"created {key}", ticket_id)
+        return cls(MailStatus.done, f"created {key}", ticket_id, key)
 
     @classmethod
     def commented(cls, key: str, ticket_id: int) -> Disposition:
-        return cls(MailStatus.done, f"commented {key}", ticket_id)
+        return cls(MailStatus.done, f"commented {key}", ticket_id, key)
+
+    def with_key(self, key: str) -> Disposition:
+        """The same outcome naming the ticket by ``key`` (a new ticket's
+        real key, replacing the placeholder it had in its transaction)."""
+        if self.key is None or self.key == key:
+            return self
+        return replace(self, text=self.text.replace(self.key, key), key=key)
 
     @classmethod
     def ignored(cls, reason: str, ticket_id: int | None = None) -> Disposition:

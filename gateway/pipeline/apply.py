@@ -108,17 +108,21 @@ def create_ticket(
     sender: Sender,
     request_type: RequestType,
     extracted: ExtractedFields,
-    inbound_mail_id: int | None,
+    inbound_mail_id: int,
     linked_key: str | None = None,
     ancestors: list[TicketRow] | None = None,
 ) -> Applied:
-    prefix = settings.desk.ticket_prefix
-    number = repo.next_ticket_number(conn, prefix)
+    """A new ticket from ``mail``. It is numbered at the end of the
+    transaction: the caller calls ``repo.number_new_tickets`` before the
+    commit, and only then is its ``key`` real."""
+    # The real number comes from repo.number_new_tickets just before the
+    # commit (the caller's duty); until then a placeholder.
+    number = repo.unnumbered_placeholder(inbound_mail_id)
     org = sender.organization
     ticket = repo.insert_ticket(
         conn,
         number=number,
-        key=f"{prefix}-{number}",
+        key=repo.placeholder_key(settings.desk.ticket_prefix, number),
         request_type=str(request_type),
         summary=summary_from(mail.subject),
         description=mail.text,

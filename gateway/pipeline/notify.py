@@ -77,7 +77,9 @@ def notify_created(
     cause_mail_id: int | None = None,
 ) -> list[int]:
     ticket = applied.ticket
-    data: dict[str, object] = {"ticket_key": ticket.key}
+    # No ticket_key in the data: the renderer reads the key from the ticket
+    # (a new ticket's is only a placeholder until its transaction commits).
+    data: dict[str, object] = {}
     recent = repo.recent_mail_counts(conn, reporter.email, utcnow(), INVITATION_INTERVAL)
     template = "request_created"
     if reporter.state == AccountState.unverified and recent[1] == 0:
@@ -95,7 +97,7 @@ def notify_commented(
 ) -> list[int]:
     if applied.comment_id is None or not applied.public:
         return []
-    data: dict[str, object] = {"ticket_key": applied.ticket.key, "comment_id": applied.comment_id}
+    data: dict[str, object] = {"comment_id": applied.comment_id}  # the key: see notify_created
     ids = [i for i in repo.audience_ids(conn, applied.ticket) if i != author.id]
     rows = []
     for account in repo.accounts_by_id(conn, ids):

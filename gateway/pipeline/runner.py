@@ -143,6 +143,10 @@ class Job:
     raw_inline: bytes | None = None  # still in its spool row (Spool.inline_max)
 
 
+# A processed message: its job, what parsing gave, its outcome, its error.
+_Result = tuple[Job, Parsed, Disposition, "str | None"]
+
+
 class Runner:
     """Processes spooled mail; one per worker. Several runners (threads or
     processes) may share a database: claiming keeps them apart."""
@@ -274,41 +278,46 @@ class Runner:
                     self.blobs.put(None, job.raw_inline)
 
     def _run_batch(self, chunk: list[tuple[Job, Parsed]], careful: bool) -> list[tuple[int, Disposition]]:
-        out: list[tuple[int, Disposition]] = []
+        results: list[_Result] = []
         with connection(self.engine) as conn, self.blobs.group():
             for job, parsed in chunk:
                 if careful:
-                    disposition = self._process_one(conn, job, parsed)
+                    disposition, error = self._process_one(conn, job, parsed)
                 elif parsed.mail is None:
-                    disposition = self._quarantine(conn, job, parsed, parsed.error or "unparseable")
+                    error = parsed.error or "unparseable"
+                    disposition = Disposition.quarantined(error)
                 else:
                     try:
-                        disposition = self._apply(conn, job, parsed)
+                        disposition, error = self._apply(conn, job, parsed), None
                     except Exception as exc:
                         if is_transient(exc):
                             raise
                         raise _SlowPath from exc
-                    self._finish(conn, job, parsed, disposition, None)
-                out.append((job.id, disposition))
-        return out
+                results.append((job, parsed, disposition, error))
+            # New tickets get their numbers last: the counter row's lock is
+            # then held for the commit only (see repo.number_new_tickets).
+            repo.number_new_tickets(conn, self.settings.desk.ticket_prefix)
+            results = self._with_real_keys(conn, results)
+            self._finish(conn, results)
+        return [(job.id, disposition) for job, _, disposition, _ in results]
 
-    def _process_one(self, conn: Connection, job: Job, parsed: Parsed) -> Disposition:
+    def _process_one(self, conn: Connection, job: Job, parsed: Parsed) -> tuple[Disposition, str | None]:
+        """One message under a savepoint; its disposition and error."""
         for attempt in range(MAX_RETRIES):
             savepoint = conn.begin_nested()
             try:
                 disposition = self._apply(conn, job, parsed)
-                self._finish(conn, job, parsed, disposition, None)
                 savepoint.commit()
-                return disposition
+                return disposition, None
             except IntegrityError:
                 # A concurrent worker created the same account / processed a
                 # copy of this message: start over, the lookups now see it.
                 savepoint.rollback()
                 if attempt == MAX_RETRIES - 1:
-                    return self._quarantine(conn, job, parsed, "conflicting concurrent update")
+                    return _quarantined("conflicting concurrent update")
             except Quarantine as q:
                 savepoint.rollback()
-                return self._quarantine(conn, job, parsed, q.reason)
+                return _quarantined(q.reason)
             except Exception as exc:
                 savepoint.rollback()
                 if is_transient(exc):
@@ -317,7 +326,7 @@ class Runner:
                     "spool=%s message_id=%s: pipeline error", job.id, parsed.message_id,
                     extra={"spool": job.id, "message_id": parsed.message_id},
                 )
-                return self._quarantine(conn, job, parsed, f"internal error: {type(exc).__name__}")
+                return _quarantined(f"internal error: {type(exc).__name__}")
         raise AssertionError("unreachable")
 
     def _apply(self, conn: Connection, job: Job, parsed: Parsed) -> Disposition:
@@ -365,34 +374,47 @@ class Runner:
         return Disposition.commented(applied.ticket.key, applied.ticket.id)
 
     # -- bookkeeping -----------------------------------------------------
-    def _finish(
-        self, conn: Connection, job: Job, parsed: Parsed, disposition: Disposition, error: str | None
-    ) -> None:
-        extra: dict[str, None] = {}
-        if job.raw_inline is not None:
-            # Out of the spool row into the blob store, in this transaction
-            # (a file is synced with the batch's blobs.group() before the
-            # commit): a processed mail's bytes live where every reader
-            # (reprocess, ``mail show --raw``, backups) looks for them.
-            self.blobs.put(conn, job.raw_inline)
-            extra["raw_inline"] = None
-        repo.finish_mail(
-            conn,
-            job.id,
-            **extra,
-            status=str(disposition.status),
-            disposition=disposition.text[:500],
-            ticket_id=disposition.ticket_id,
-            error=error,
-            message_id=parsed.message_id[:998] if parsed.message_id else None,
-            from_addr=parsed.from_addr[:320] if parsed.from_addr else None,
-            subject=parsed.subject[:998] if parsed.subject else None,
-        )
+    @staticmethod
+    def _with_real_keys(conn: Connection, results: list[_Result]) -> list[_Result]:
+        """Dispositions that name a new ticket by its placeholder key, with
+        its real one (read back: tickets may have been numbered early, see
+        thread._candidates)."""
+        stale = {
+            d.ticket_id
+            for _, _, d, _ in results
+            if d.ticket_id is not None and d.key and repo.is_placeholder_key(d.key)
+        }
+        if not stale:
+            return results
+        keys = repo.ticket_keys(conn, stale)
+        return [
+            (j, p, d.with_key(keys[d.ticket_id]) if d.ticket_id in keys else d, e) for j, p, d, e in results
+        ]
 
-    def _quarantine(self, conn: Connection, job: Job, parsed: Parsed, reason: str) -> Disposition:
-        disposition = Disposition.quarantined(reason)
-        self._finish(conn, job, parsed, disposition, reason)
-        return disposition
+    def _finish(self, conn: Connection, results: list[_Result]) -> None:
+        """Record each message's result in its spool row, all in one
+        statement."""
+        rows = []
+        for job, parsed, disposition, error in results:
+            if job.raw_inline is not None:
+                # Out of the spool row into the blob store, in this
+                # transaction (a file is synced with the batch's
+                # blobs.group() before the commit): a processed mail's bytes
+                # live where every reader (reprocess, ``mail show --raw``,
+                # backups) looks for them.
+                self.blobs.put(conn, job.raw_inline)
+            rows.append({
+                "b_id": job.id,
+                "raw_inline": None,
+                "status": str(disposition.status),
+                "disposition": disposition.text[:500],
+                "ticket_id": disposition.ticket_id,
+                "error": error,
+                "message_id": parsed.message_id[:998] if parsed.message_id else None,
+                "from_addr": parsed.from_addr[:320] if parsed.from_addr else None,
+                "subject": parsed.subject[:998] if parsed.subject else None,
+            })
+        repo.finish_mails(conn, rows)
 
     def _log(self, job: Job, parsed: Parsed, disposition: Disposition) -> None:
         # -- ops: structured fields for JSON logs, latency for the metrics --
@@ -408,6 +430,10 @@ class Runner:
                  "latency_seconds": latency}
         log.log(level, "spool=%s message_id=%s: %s", job.id, parsed.message_id, disposition.text, extra=extra)
         # -- end ops --
+
+
+def _quarantined(reason: str) -> tuple[Disposition, str]:
+    return Disposition.quarantined(reason), reason
 
 
 def make_pool(settings: Settings) -> ProcessPoolExecutor:

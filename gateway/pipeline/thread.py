@@ -75,7 +75,14 @@ def _candidates(conn: Connection, mail: ParsedMail, prefix: str) -> list[tuple[T
     m = bare.match(mail.subject)
     if m:
         numbers.append(int(m.group(1)))
-    by_number = repo.tickets_by_number(conn, list(dict.fromkeys(numbers)))
+    wanted = list(dict.fromkeys(numbers))
+    by_number = repo.tickets_by_number(conn, wanted)
+    if len(by_number) < len(wanted) and repo.number_new_tickets(conn, prefix):
+        # The key may belong to a ticket an earlier message of this same
+        # transaction created, still unnumbered (numbers are handed out at
+        # the commit). Number them now, so that a batch threads exactly as
+        # its messages would one by one; rare outside re-imported archives.
+        by_number = repo.tickets_by_number(conn, wanted)
     out += [(by_number[n], "subject") for n in dict.fromkeys(numbers) if n in by_number]
     return out
 

@@ -131,13 +131,16 @@ _IS_PARTICIPANT = (
     .where(PARTICIPANT.c.ticket_id == bindparam("b_ticket"))
     .where(PARTICIPANT.c.account_id == bindparam("b_account"))
 )
-_NEXT_NUMBER = (
+_TAKE_NUMBERS = (
     update(COUNTER)
     .where(COUNTER.c.prefix == bindparam("b_prefix"))
-    .values(value=COUNTER.c.value + 1)
+    .values(value=COUNTER.c.value + bindparam("b_count"))
     .returning(COUNTER.c.value)
 )
-_MAX_NUMBER = select(func.max(TICKET.c.number))
+_MAX_NUMBER = select(func.max(TICKET.c.number)).where(TICKET.c.number > 0)
+_UNNUMBERED = select(TICKET.c.id, TICKET.c.key).where(TICKET.c.number < 0).order_by(TICKET.c.id)
+_NUMBER_TICKET = update(TICKET).where(TICKET.c.id == bindparam("b_id"))
+_TICKET_KEYS = select(TICKET.c.id, TICKET.c.key).where(TICKET.c.id.in_(bindparam("b_ids", expanding=True)))
 _INSERT_COUNTER = insert(COUNTER)
 _INSERT_TICKET = insert(TICKET).returning(TICKET.c.id)
 _UPDATE_TICKET = update(TICKET).where(TICKET.c.id == bindparam("b_id"))
@@ -264,16 +267,61 @@ def add_participant(conn: Connection, ticket_id: int, account_id: int) -> bool:
     return inserted is not None
 
 
-def next_ticket_number(conn: Connection, prefix: str) -> int:
-    """Atomic counter: the UPDATE takes a row lock (PostgreSQL) or runs under
-    the write lock (SQLite), so two workers never get the same number."""
-    value = conn.execute(_NEXT_NUMBER, {"b_prefix": prefix}).scalar_one_or_none()
+def take_ticket_numbers(conn: Connection, prefix: str, count: int) -> int:
+    """Reserve ``count`` consecutive ticket numbers; the first of them.
+    Atomic: the UPDATE takes a row lock (PostgreSQL) or runs under the write
+    lock (SQLite), so two workers never get the same number; and, being part
+    of the caller's transaction, a rollback returns them (no gaps)."""
+    value = conn.execute(_TAKE_NUMBERS, {"b_prefix": prefix, "b_count": count}).scalar_one_or_none()
     if value is not None:
-        return int(value)
+        return int(value) - count + 1
     # First ticket with this prefix: start after any existing number.
-    highest = conn.execute(_MAX_NUMBER).scalar_one_or_none() or 0
-    conn.execute(_INSERT_COUNTER, {"prefix": prefix, "value": highest + 1})
-    return int(highest) + 1
+    highest = int(conn.execute(_MAX_NUMBER).scalar_one_or_none() or 0)
+    conn.execute(_INSERT_COUNTER, {"prefix": prefix, "value": highest + count})
+    return highest + 1
+
+
+def unnumbered_placeholder(inbound_mail_id: int) -> int:
+    """The number a ticket carries until ``number_new_tickets`` gives it its
+    real one: negative, so it never collides with a real number, and unique
+    per message (one message creates at most one ticket)."""
+    return -inbound_mail_id
+
+
+def placeholder_key(prefix: str, number: int) -> str:
+    """The key that goes with a placeholder number; the subject-key pattern
+    (digits after the prefix) never matches it."""
+    return f"{prefix}-new{-number}"
+
+
+def is_placeholder_key(key: str) -> bool:
+    return "-new" in key
+
+
+def ticket_keys(conn: Connection, ids: Iterable[int]) -> dict[int, str]:
+    return dict(conn.execute(_TICKET_KEYS, {"b_ids": list(ids)}).all())
+
+
+def number_new_tickets(conn: Connection, prefix: str) -> dict[int, tuple[str, str]]:
+    """Give every ticket this transaction created with a placeholder number
+    its real number and key, in creation order; ``{ticket id: key}``.
+
+    Why late: the counter row is the one row every new ticket writes. Taken
+    per ticket, a worker holds its lock from its first new ticket to the end
+    of its whole batch, and PostgreSQL workers queue behind each other. Taken
+    here, just before the commit, the lock lasts two statements. Placeholder
+    rows of other transactions are uncommitted, so invisible here, and a
+    committed ticket never has one. Returns ``{id: (placeholder key, key)}``."""
+    pending = conn.execute(_UNNUMBERED).all()
+    if not pending:
+        return {}
+    first = take_ticket_numbers(conn, prefix, len(pending))
+    keys = {tid: (old, f"{prefix}-{first + i}") for i, (tid, old) in enumerate(pending)}
+    conn.execute(
+        _NUMBER_TICKET,
+        [{"b_id": tid, "number": first + i, "key": keys[tid][1]} for i, (tid, _) in enumerate(pending)],
+    )
+    return keys
 
 
 def insert_ticket(conn: Connection, **values: Any) -> TicketRow:
@@ -363,7 +411,14 @@ def claim_processed_key(conn: Connection, key: str, mail_id: int) -> int | None:
     return None if earlier == mail_id else int(earlier)
 
 
-def finish_mail(conn: Connection, mail_id: int, **values: Any) -> None:
-    values.setdefault("processed_at", utcnow())
+def finish_mails(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Record the results of several spool rows in one statement (psycopg
+    pipelines an executemany: one round trip). Each dict has ``b_id`` and
+    the same columns."""
+    if not rows:
+        return
+    now = utcnow()
+    for r in rows:
+        r.setdefault("processed_at", now)
     # claimed_by stays: it tells an operator which worker processed the mail
-    conn.execute(_FINISH_MAIL, {"b_id": mail_id, **values})
+    conn.execute(_FINISH_MAIL, rows)
