@@ -128,7 +128,8 @@ class GatewayProcess:
             self.proc.wait(10)
 
     def query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-        with sqlite3.connect(self.state / "gateway.db", timeout=10) as db:
+        url: str = self.sections["database"]["url"]
+        with sqlite3.connect(url.removeprefix("sqlite:///"), timeout=10) as db:
             return list(db.execute(sql, args))
 
     def wait_processed(self, n: int, timeout: float = 60) -> None:

@@ -34,7 +34,7 @@ from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, syntax
 from aiosmtpd.smtp import Session as SmtpSession
 
-from gateway.domain import RequestType, normalize_address
+from gateway.domain import RequestType, TemporaryFailure, normalize_address
 from gateway.ingress.smtp_data import read_data
 from gateway.ingress.spool import Spool, SpoolItem
 
@@ -243,10 +243,16 @@ class DeskHandler:
         )
         try:
             spool_id = await self.committer.submit(item)
+        except TemporaryFailure as exc:
+            # Database busy or down, disk full: expected trouble with a known
+            # reason; one line (no traceback) and the client retries.
+            log.warning("peer=%s: message not accepted (451): %s", session.peer, exc)
+            self.count("tempfailed", "spool_unavailable")
+            status = R_TEMPFAIL
         except Exception:
-            # TemporaryFailure (database busy or down, disk full) or a bug:
-            # either way the client must retry, and must not see internals.
-            log.warning("peer=%s: message not accepted", session.peer, exc_info=True)
+            # A bug: the client must still retry and must not see internals;
+            # the operator gets the traceback.
+            log.exception("peer=%s: message not accepted (451): internal error", session.peer)
             self.count("tempfailed", "spool_unavailable")
             status = R_TEMPFAIL
         else:
