@@ -42,12 +42,42 @@ def guess_locale(mail: ParsedMail, default: str) -> str:
     return default
 
 
-def create_account(conn: Connection, address: str, name: str, locale: str, settings: Settings) -> AccountRow:
-    """A new ``unverified`` account, joined to an organization by its domain."""
+def _account_for(conn: Connection, address: str, settings: Settings) -> tuple[str, int | None]:
+    """Role and organization of a new account for ``address``."""
     domain = domain_of(address)
     org = organization_for_domain(conn, domain)
     role = Role.agent if domain in settings.security.agent_domains else Role.customer
-    return repo.insert_account(conn, address, name[:200], role, org.id if org else None, locale)
+    return role, org.id if org else None
+
+
+def create_account(conn: Connection, address: str, name: str, locale: str, settings: Settings) -> AccountRow:
+    """A new ``unverified`` account, joined to an organization by its domain."""
+    role, org_id = _account_for(conn, address, settings)
+    return repo.insert_account(conn, address, name[:200], role, org_id, locale)
+
+
+def new_sender(mail: ParsedMail, settings: Settings) -> tuple[str, str, str] | None:
+    """Address, name and locale of the account ``identify`` creates for
+    ``mail``'s sender if the address is unknown; None if it would create
+    none (policy ``reject``, no usable address)."""
+    address = mail.from_addr
+    if settings.desk.unknown_senders == "reject" or not address or "@" not in address:
+        return None
+    return address, mail.from_name, guess_locale(mail, settings.desk.default_locale)
+
+
+def create_accounts_ahead(conn: Connection, senders: list[tuple[str, str, str]], settings: Settings) -> int:
+    """Create the accounts of ``new_sender`` results that do not exist yet;
+    how many were created. In address order: two workers doing this at once
+    wait for each other's rows in the same order, never in a cycle."""
+    senders = sorted(senders)
+    known = repo.known_emails(conn, [address for address, _, _ in senders])
+    created = 0
+    for address, name, locale in senders:
+        if address not in known:
+            role, org_id = _account_for(conn, address, settings)
+            created += repo.insert_account_if_absent(conn, address, name[:200], role, org_id, locale)
+    return created
 
 
 def identify(conn: Connection, mail: ParsedMail, settings: Settings, trusted_source: bool) -> Sender:

@@ -107,6 +107,7 @@ _ORG_COLS = (ORG.c.id, ORG.c.name, ORG.c.share_by_default)
 _ACCOUNT_BY_EMAIL = select(*_ACCOUNT_COLS).where(ACCOUNT.c.email == bindparam("email"))
 _ACCOUNTS_BY_ID = select(*_ACCOUNT_COLS).where(ACCOUNT.c.id.in_(_in("ids"))).order_by(ACCOUNT.c.id)
 _INSERT_ACCOUNT = insert(ACCOUNT).returning(ACCOUNT.c.id)
+_KNOWN_EMAILS = select(ACCOUNT.c.email).where(ACCOUNT.c.email.in_(bindparam("b_emails", expanding=True)))
 _SET_ACCOUNT_NAME = update(ACCOUNT).where(ACCOUNT.c.id == bindparam("b_id"))
 _ORG_BY_ID = select(*_ORG_COLS).where(ORG.c.id == bindparam("b_id"))
 _ORG_BY_DOMAIN = (
@@ -141,7 +142,6 @@ _MAX_NUMBER = select(func.max(TICKET.c.number)).where(TICKET.c.number > 0)
 _UNNUMBERED = select(TICKET.c.id, TICKET.c.key).where(TICKET.c.number < 0).order_by(TICKET.c.id)
 _NUMBER_TICKET = update(TICKET).where(TICKET.c.id == bindparam("b_id"))
 _TICKET_KEYS = select(TICKET.c.id, TICKET.c.key).where(TICKET.c.id.in_(bindparam("b_ids", expanding=True)))
-_INSERT_COUNTER = insert(COUNTER)
 _INSERT_TICKET = insert(TICKET).returning(TICKET.c.id)
 _UPDATE_TICKET = update(TICKET).where(TICKET.c.id == bindparam("b_id"))
 _INSERT_COMMENT = insert(COMMENT).returning(COMMENT.c.id)
@@ -181,23 +181,41 @@ def accounts_by_id(conn: Connection, ids: Iterable[int]) -> list[AccountRow]:
     return [AccountRow(*r) for r in conn.execute(_ACCOUNTS_BY_ID, {"ids": list(ids)})]
 
 
+def _new_account(
+    email: str, name: str, role: str, organization_id: int | None, locale: str | None
+) -> dict[str, Any]:
+    return {
+        "email": email,
+        "name": name,
+        "state": "unverified",
+        "role": role,
+        "organization_id": organization_id,
+        "locale": locale,
+        "is_robot": False,
+        "created_at": utcnow(),
+    }
+
+
 def insert_account(
     conn: Connection, email: str, name: str, role: str, organization_id: int | None, locale: str | None
 ) -> AccountRow:
-    new_id = conn.execute(
-        _INSERT_ACCOUNT,
-        {
-            "email": email,
-            "name": name,
-            "state": "unverified",
-            "role": role,
-            "organization_id": organization_id,
-            "locale": locale,
-            "is_robot": False,
-            "created_at": utcnow(),
-        },
-    ).scalar_one()
+    values = _new_account(email, name, role, organization_id, locale)
+    new_id = conn.execute(_INSERT_ACCOUNT, values).scalar_one()
     return AccountRow(new_id, email, name, "unverified", role, organization_id, locale, False, None)
+
+
+def insert_account_if_absent(
+    conn: Connection, email: str, name: str, role: str, organization_id: int | None, locale: str | None
+) -> bool:
+    """Like ``insert_account``, but an address that exists (or that a
+    concurrent transaction has just inserted) is left alone; True if this
+    call inserted it."""
+    stmt = _insert_ignore(conn, ACCOUNT, ACCOUNT.c.id)
+    return conn.execute(stmt, _new_account(email, name, role, organization_id, locale)).first() is not None
+
+
+def known_emails(conn: Connection, emails: Sequence[str]) -> set[str]:
+    return set(conn.execute(_KNOWN_EMAILS, {"b_emails": list(emails)}).scalars())
 
 
 def set_account_name(conn: Connection, account_id: int, name: str) -> None:
@@ -272,13 +290,17 @@ def take_ticket_numbers(conn: Connection, prefix: str, count: int) -> int:
     Atomic: the UPDATE takes a row lock (PostgreSQL) or runs under the write
     lock (SQLite), so two workers never get the same number; and, being part
     of the caller's transaction, a rollback returns them (no gaps)."""
-    value = conn.execute(_TAKE_NUMBERS, {"b_prefix": prefix, "b_count": count}).scalar_one_or_none()
-    if value is not None:
-        return int(value) - count + 1
-    # First ticket with this prefix: start after any existing number.
-    highest = int(conn.execute(_MAX_NUMBER).scalar_one_or_none() or 0)
-    conn.execute(_INSERT_COUNTER, {"prefix": prefix, "value": highest + count})
-    return highest + 1
+    params = {"b_prefix": prefix, "b_count": count}
+    value = conn.execute(_TAKE_NUMBERS, params).scalar_one_or_none()
+    if value is None:
+        # First ticket with this prefix: the counter starts at the highest
+        # existing number. Two workers may get here at once: the second
+        # insert waits for the first and then does nothing (no unique
+        # violation at the end of a batch), and both take from the one row.
+        highest = int(conn.execute(_MAX_NUMBER).scalar_one_or_none() or 0)
+        conn.execute(_insert_ignore(conn, COUNTER, COUNTER.c.prefix), {"prefix": prefix, "value": highest})
+        value = conn.execute(_TAKE_NUMBERS, params).scalar_one()
+    return int(value) - count + 1
 
 
 def unnumbered_placeholder(inbound_mail_id: int) -> int:
