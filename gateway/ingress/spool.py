@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -39,6 +40,22 @@ DEFAULT_INLINE_MAX = 262_144  # bytes; the default of storage.spool_inline_max
 # PostgreSQL: nextval per row), so the sorted ids line up with the items.
 # (sort_by_parameter_order would add a sentinel column: ~30% more CPU here.)
 _INSERT_RETURNING_ID = insert(MAIL).returning(MAIL.c.id)
+# The Message-ID header in the header block (folded or not). A cheap scan at
+# intake, so that a worker can see which message another worker is still
+# processing (Runner._wait_for_ancestors); the parser's value replaces it.
+_MESSAGE_ID = re.compile(
+    rb"^message-id:[ \t]*(?:\r?\n[ \t]+)?(<[^<>\s]{1,990}>)", re.IGNORECASE | re.MULTILINE
+)
+_HEADER_SCAN = 65536
+
+
+def quick_message_id(raw: bytes) -> str | None:
+    """The message's Message-ID from a scan of its header block, or None."""
+    end = raw.find(b"\r\n\r\n", 0, _HEADER_SCAN)
+    if end < 0:
+        end = raw.find(b"\n\n", 0, _HEADER_SCAN)
+    m = _MESSAGE_ID.search(raw, 0, end if end >= 0 else _HEADER_SCAN)
+    return m.group(1).decode("ascii", "replace") if m else None
 
 
 class Spool:
@@ -111,6 +128,7 @@ class Spool:
                     "raw_sha256": digest,
                     "raw_size": len(item.raw),
                     "raw_inline": item.raw if small else None,
+                    "message_id": quick_message_id(item.raw),
                     "status": str(MailStatus.queued),
                     "attempts": 0,
                 }

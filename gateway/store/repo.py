@@ -167,6 +167,11 @@ _RECENT_MAIL = (
 _INSERT_OUTBOX = insert(OUTBOX).returning(OUTBOX.c.id)
 _PROCESSED_OWNER = select(PROCESSED.c.inbound_mail_id).where(PROCESSED.c.key == bindparam("b_key"))
 _FINISH_MAIL = update(MAIL).where(MAIL.c.id == bindparam("b_id"))
+_IN_FLIGHT = (
+    select(MAIL.c.id, MAIL.c.message_id)
+    .where(MAIL.c.message_id.in_(bindparam("b_mids", expanding=True)))
+    .where(MAIL.c.status == "processing")
+)
 
 
 # -- accounts and organizations ----------------------------------------------
@@ -444,3 +449,9 @@ def finish_mails(conn: Connection, rows: list[dict[str, Any]]) -> None:
         r.setdefault("processed_at", now)
     # claimed_by stays: it tells an operator which worker processed the mail
     conn.execute(_FINISH_MAIL, rows)
+
+
+def in_flight(conn: Connection, message_ids: Sequence[str]) -> list[tuple[int, str]]:
+    """Spool rows with one of these Message-IDs that a worker is processing
+    right now: ``(id, message_id)``."""
+    return [(int(i), str(m)) for i, m in conn.execute(_IN_FLIGHT, {"b_mids": list(message_ids)})]

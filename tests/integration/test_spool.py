@@ -115,3 +115,14 @@ def test_mail_show_raw_before_and_after_processing(app: App, tmp_path: Path) -> 
     app.runner().drain()
     assert row(app, mail_id)[0] is None
     assert show() == raw
+
+
+def test_quick_message_id_reads_only_the_header_block() -> None:
+    from gateway.ingress.spool import quick_message_id
+
+    assert quick_message_id(b"From: a\r\nMessage-ID: <a@b>\r\n\r\nMessage-ID: <c@d>\r\n") == "<a@b>"
+    assert quick_message_id(b"Message-Id:\r\n <folded@b>\r\n\r\n") == "<folded@b>"
+    assert quick_message_id(b"message-id:<x@y> (comment)\n\nbody") == "<x@y>"
+    assert quick_message_id(b"Subject: x\r\n\r\nMessage-ID: <in-body@b>\r\n") is None
+    assert quick_message_id(b"X-Message-ID: <other@b>\r\n\r\n") is None
+    assert quick_message_id(b"Message-ID: <with space@b>\r\n\r\n") is None
