@@ -253,9 +253,12 @@ class Daemon:
             # removing the loop's handlers would restore exactly that default.
             # So the signals stay ignored until the process exits
             # (SIGKILL, e.g. systemd's TimeoutStopSec, still ends it).
-            for sig, handler in previous.items():
-                loop.remove_signal_handler(sig)
-                signal.signal(sig, signal.SIG_IGN if owns_process or handler is None else handler)
+            if owns_process:
+                _ignore_signals(loop, list(previous))
+            else:
+                for sig, handler in previous.items():
+                    loop.remove_signal_handler(sig)
+                    signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
     async def _start_workers(self) -> None:
         """Start the worker processes before listening: spawning them imports
@@ -484,6 +487,27 @@ def _is_dead_local(owner: str, node: str) -> bool:
     except PermissionError:
         return False  # exists, owned by someone else
     return False
+
+
+def _ignore_signals(loop: asyncio.AbstractEventLoop, sigs: list[signal.Signals]) -> None:
+    """Switch ``sigs`` from the loop's handlers straight to SIG_IGN.
+
+    ``loop.remove_signal_handler`` would pass through SIG_DFL, and a SIGTERM
+    landing in that moment kills the process (a test sending SIGTERM every
+    2 ms caught it; the main thread can lose the GIL between two
+    statements, so the moment is not that short). So: SIG_IGN first, then
+    forget the loop's handlers so that ``loop.close()`` does not restore
+    SIG_DFL either. ``_signal_handlers`` is asyncio's private table
+    (UnixSelectorEventLoop); without it, loop.close() resets the signals
+    at the very end, which is only the narrow old window again."""
+    for sig in sigs:
+        signal.signal(sig, signal.SIG_IGN)
+    table = getattr(loop, "_signal_handlers", None)
+    if isinstance(table, dict):
+        for sig in sigs:
+            table.pop(sig, None)
+        if not table:
+            signal.set_wakeup_fd(-1)
 
 
 async def run(app: App, config_path: str | None = None) -> int:
