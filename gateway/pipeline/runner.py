@@ -247,9 +247,23 @@ class Runner:
         If any message fails, that attempt is rolled back whole and the batch
         runs again with a savepoint per message, so one message's failure
         undoes only its own effect. Attachment files are synced together
-        before the commit."""
+        before the commit.
+
+        Mail that answers mail another worker is still processing goes in a
+        second transaction, after the rest and after a wait for that worker
+        (``_waiting_on_others``)."""
         self._store_inline_raw(chunk)
-        self._wait_for_ancestors(chunk)
+        later = self._waiting_on_others(chunk)
+        if not later:
+            return self._apply_batch(chunk)
+        out = self._apply_batch([c for c in chunk if c[0].id not in later])
+        rest = [c for c in chunk if c[0].id in later]
+        self._wait_for_ancestors(rest)
+        return out + self._apply_batch(rest)
+
+    def _apply_batch(self, chunk: list[tuple[Job, Parsed]]) -> list[tuple[int, Disposition]]:
+        if not chunk:
+            return []
         if self.accounts_ahead:
             self._create_accounts_ahead(chunk)
         careful = False
@@ -282,8 +296,42 @@ class Runner:
                 if job.raw_inline is not None:
                     self.blobs.put(None, job.raw_inline)
 
+    def _waiting_on_others(self, chunk: list[tuple[Job, Parsed]]) -> set[int]:
+        """Spool ids of the batch's mail that must wait for another worker:
+        mail answering a lower-numbered message another worker is processing,
+        and, transitively, mail of this batch answering such mail. The rest
+        of the batch need not wait (see ``_wait_for_ancestors``)."""
+        busy = self._in_flight_elsewhere(chunk)
+        if not busy:
+            return set()
+        later: set[int] = set()
+        held: dict[str, int] = dict(busy)  # Message-ID -> spool id of mail that is not done yet
+        for job, parsed in chunk:  # in spool order
+            if parsed.mail is None:
+                continue
+            if any(held.get(mid, job.id) < job.id for mid in candidate_ids(parsed.mail)):
+                later.add(job.id)
+                if parsed.message_id:
+                    held.setdefault(parsed.message_id, job.id)
+        return later
+
+    def _in_flight_elsewhere(self, chunk: list[tuple[Job, Parsed]]) -> dict[str, int]:
+        """Message-IDs this batch's mail answers that another worker is
+        processing under a lower spool id: ``{Message-ID: spool id}``."""
+        own = {job.id for job, _ in chunk}
+        latest: dict[str, int] = {}  # referenced Message-ID -> highest spool id referring to it
+        for job, parsed in chunk:
+            if parsed.mail is not None:
+                for mid in candidate_ids(parsed.mail):
+                    latest[mid] = max(latest.get(mid, 0), job.id)
+        if not latest:
+            return {}
+        with read_connection(self.engine) as conn:
+            rows = repo.in_flight(conn, list(latest))
+        return {mid: i for i, mid in rows if i not in own and i < latest[mid]}
+
     def _wait_for_ancestors(self, chunk: list[tuple[Job, Parsed]]) -> None:
-        """Before the batch: wait (outside any transaction) while another
+        """Wait (outside any transaction) while another
         worker is still processing a message this batch's mail answers.
 
         Why: with several workers, a reply can be claimed by one worker
@@ -294,23 +342,11 @@ class Runner:
         lower spool id are waited for, so two workers never wait for each
         other in a circle. The wait is bounded by ``ANCESTOR_WAIT``: a
         worker that died holding a row must not stall the others."""
-        own = {job.id for job, _ in chunk}
-        latest: dict[str, int] = {}  # referenced Message-ID -> highest spool id referring to it
-        for job, parsed in chunk:
-            if parsed.mail is not None:
-                for mid in candidate_ids(parsed.mail):
-                    latest[mid] = max(latest.get(mid, 0), job.id)
-        if not latest:
-            return
         deadline = time.monotonic() + ANCESTOR_WAIT
-        while True:
-            with read_connection(self.engine) as conn:
-                rows = repo.in_flight(conn, list(latest))
-            busy = [i for i, mid in rows if i not in own and i < latest[mid]]
-            if not busy:
-                return
+        while busy := self._in_flight_elsewhere(chunk):
             if time.monotonic() > deadline:
-                log.warning("still in flight after %ss, going on: spool rows %s", ANCESTOR_WAIT, busy[:10])
+                rows = sorted(busy.values())[:10]
+                log.warning("still in flight after %ss, going on: spool rows %s", ANCESTOR_WAIT, rows)
                 return
             time.sleep(0.02)
 
