@@ -1,9 +1,11 @@
 """Run the pipeline over spooled mail: claim rows, parse them (CPU-bound, so
 in a process pool when there are many), then run the stages for each
-message in its own transaction, in spool order, and record the
-disposition. ``Ignore`` ends a message as ignored, ``Quarantine`` and any
-unexpected exception shunt it to the quarantine with the reason (Mailman's
-shunt queue), ``TemporaryFailure`` puts it back in the queue."""
+message in spool order, a batch per transaction, and record the
+disposition (mail answering mail another worker has not finished goes
+last, after that worker: ``Runner._waiting_on_others``). ``Ignore`` ends
+a message as ignored, ``Quarantine`` and any unexpected exception shunt it
+to the quarantine with the reason (Mailman's shunt queue),
+``TemporaryFailure`` puts it back in the queue."""
 
 from __future__ import annotations
 
@@ -331,8 +333,8 @@ class Runner:
         return {mid: i for i, mid in rows if i not in own and i < latest[mid]}
 
     def _wait_for_ancestors(self, chunk: list[tuple[Job, Parsed]]) -> None:
-        """Wait (outside any transaction) while another
-        worker is still processing a message this batch's mail answers.
+        """Wait (outside any transaction) while another worker is still
+        processing a message that this mail answers.
 
         Why: with several workers, a reply can be claimed by one worker
         while the mail it answers sits in another worker's open batch. It
