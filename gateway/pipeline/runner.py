@@ -242,6 +242,19 @@ class Runner:
 
     # -- one batch, one message ------------------------------------------
     def _process_batch(self, chunk: list[tuple[Job, Parsed]]) -> list[tuple[int, Disposition]]:
+        """Apply a chunk of claimed mail. Mail that answers mail another
+        worker is still processing (``_waiting_on_others``) goes in a second
+        transaction, after the rest and after a wait for that worker."""
+        self._store_inline_raw(chunk)
+        later = self._waiting_on_others(chunk)
+        out = self._apply_batch([c for c in chunk if c[0].id not in later])
+        rest = [c for c in chunk if c[0].id in later]
+        if rest:
+            self._wait_for_ancestors(rest)
+            out += self._apply_batch(rest)
+        return out
+
+    def _apply_batch(self, chunk: list[tuple[Job, Parsed]]) -> list[tuple[int, Disposition]]:
         """Group commit: one transaction (one fsync) for the batch.
 
         Optimistic first: no savepoints, since almost every message goes
@@ -249,21 +262,7 @@ class Runner:
         If any message fails, that attempt is rolled back whole and the batch
         runs again with a savepoint per message, so one message's failure
         undoes only its own effect. Attachment files are synced together
-        before the commit.
-
-        Mail that answers mail another worker is still processing goes in a
-        second transaction, after the rest and after a wait for that worker
-        (``_waiting_on_others``)."""
-        self._store_inline_raw(chunk)
-        later = self._waiting_on_others(chunk)
-        if not later:
-            return self._apply_batch(chunk)
-        out = self._apply_batch([c for c in chunk if c[0].id not in later])
-        rest = [c for c in chunk if c[0].id in later]
-        self._wait_for_ancestors(rest)
-        return out + self._apply_batch(rest)
-
-    def _apply_batch(self, chunk: list[tuple[Job, Parsed]]) -> list[tuple[int, Disposition]]:
+        before the commit."""
         if not chunk:
             return []
         if self.accounts_ahead:

@@ -19,6 +19,7 @@ from sqlalchemy import Connection, bindparam, case, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from gateway.domain import MailStatus
 from gateway.store.models import (
     Account,
     Attachment,
@@ -170,7 +171,7 @@ _FINISH_MAIL = update(MAIL).where(MAIL.c.id == bindparam("b_id"))
 _IN_FLIGHT = (
     select(MAIL.c.id, MAIL.c.message_id)
     .where(MAIL.c.message_id.in_(bindparam("b_mids", expanding=True)))
-    .where(MAIL.c.status == "processing")
+    .where(MAIL.c.status == str(MailStatus.processing))
 )
 
 
@@ -331,7 +332,7 @@ def ticket_keys(conn: Connection, ids: Iterable[int]) -> dict[int, str]:
 
 def number_new_tickets(conn: Connection, prefix: str) -> dict[int, tuple[str, str]]:
     """Give every ticket this transaction created with a placeholder number
-    its real number and key, in creation order; ``{ticket id: key}``.
+    its real number and key, in creation order.
 
     Why late: the counter row is the one row every new ticket writes. Taken
     per ticket, a worker holds its lock from its first new ticket to the end
