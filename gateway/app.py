@@ -7,18 +7,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
-
-from sqlalchemy import Engine
-from sqlalchemy.orm import defer
-from sqlmodel import select
+from typing import TYPE_CHECKING, BinaryIO
 
 from gateway.domain import MailStatus, Role, normalize_address
-from gateway.ingress.spool import Spool
-from gateway.pipeline.runner import Runner
 from gateway.settings import Settings
-from gateway.store.blobs import DatabaseBlobStore, FileBlobStore, make_blob_store
-from gateway.store.db import connection, make_engine, reading
-from gateway.store.models import InboundMail
+
+# Each command imports only what it uses (`gateway ticket list` needs
+# neither the pipeline nor psycopg): the heavy parts are imported inside the
+# methods that need them, and only named here for the type checker.
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from gateway.pipeline.runner import Runner
+    from gateway.store.blobs import DatabaseBlobStore, FileBlobStore
 
 
 @dataclass
@@ -27,10 +28,14 @@ class App:
 
     @cached_property
     def engine(self) -> Engine:
+        from gateway.store.db import make_engine
+
         return make_engine(self.settings.database.url, self.settings.database.busy_timeout_ms)
 
     @cached_property
     def blobs(self) -> FileBlobStore | DatabaseBlobStore:
+        from gateway.store.blobs import make_blob_store
+
         return make_blob_store(self.settings.storage.blobs)
 
     def db_upgrade(self) -> None:
@@ -57,21 +62,32 @@ class App:
             return
         raise RuntimeError("database schema is not up to date: run `gateway db upgrade`")
 
-    def ingest(self, paths: Sequence[str], recipient: str | None, progress: bool) -> int:
+    def ingest(
+        self, paths: Sequence[str], recipient: str | None, progress: bool, stdin: BinaryIO | None = None
+    ) -> int:
         """Spool and process mail from paths ('-' or none: stdin). Returns the
         exit code: 0 accepted, 65 bad data, 75 temporary failure."""
         from gateway.ingest import run_ingest
 
         self.ensure_schema()
-        return run_ingest(self, paths, recipient, progress)
+        return run_ingest(self, paths, recipient, progress, stdin=stdin)
 
     def runner(self, worker: str | None = None) -> Runner:
+        from gateway.pipeline.runner import Runner
+
         return Runner(self.settings, self.engine, self.blobs, worker=worker)
 
     def reprocess(self, mail_ids: Sequence[int]) -> list[tuple[int, str]]:
         """Queue the given inbound mails again and process them; returns
         (id, new disposition) pairs. A mail that already had its effect
         (``done``) is left alone: reprocessing it would apply it twice."""
+        from sqlalchemy.orm import defer
+        from sqlmodel import select
+
+        from gateway.ingress.spool import Spool
+        from gateway.store.db import reading
+        from gateway.store.models import InboundMail
+
         self.ensure_schema()
         with reading(self.engine) as session:
             rows = session.exec(
@@ -93,6 +109,7 @@ class App:
         from gateway.pipeline import apply, notify
         from gateway.pipeline.identify import create_account
         from gateway.store import repo
+        from gateway.store.db import connection
         from gateway.views import NotFound
 
         self.ensure_schema()

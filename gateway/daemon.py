@@ -426,7 +426,7 @@ class Daemon:
         config = listener_config(effective)
         if not logging_setup.is_configured_elsewhere():
             logging_setup.configure(effective.logging)
-        self.listener.handler.reload(config)
+        self.listener.reload(config)
         self.settings = effective
         self.app.settings = effective  # the outbox sender and jobs read it from the app
         self.generation += 1

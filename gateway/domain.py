@@ -6,57 +6,18 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 
-
-class MailStatus(StrEnum):
-    """Life of an inbound mail in the spool / mail log (SPEC §2)."""
-
-    queued = "queued"
-    processing = "processing"
-    done = "done"
-    ignored = "ignored"
-    quarantined = "quarantined"
-
-
-class TicketStatus(StrEnum):
-    waiting_for_support = "waiting_for_support"
-    waiting_for_customer = "waiting_for_customer"
-    resolved = "resolved"
-    closed = "closed"
-
-
-class Priority(StrEnum):
-    low = "low"
-    medium = "medium"
-    high = "high"
-    critical = "critical"
-    blocker = "blocker"
-
-
-class RequestType(StrEnum):
-    other = "other"
-    technical_support = "technical_support"
-    suggest_improvement = "suggest_improvement"
-
-
-class AccountState(StrEnum):
-    unverified = "unverified"
-    active = "active"
-    disabled = "disabled"
-
-
-class Role(StrEnum):
-    customer = "customer"
-    agent = "agent"
-
-
-class OutboxStatus(StrEnum):
-    queued = "queued"
-    sent = "sent"
-    retrying = "retrying"
-    failed = "failed"
-    bounced = "bounced"
+# The vocabularies live in a light module of their own (see its docstring);
+# every layer may keep importing them from here.
+from gateway.vocabulary import (
+    AccountState as AccountState,
+    MailStatus as MailStatus,
+    OutboxStatus as OutboxStatus,
+    Priority as Priority,
+    RequestType as RequestType,
+    Role as Role,
+    TicketStatus as TicketStatus,
+)
 
 
 @dataclass(frozen=True)

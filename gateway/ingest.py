@@ -9,7 +9,7 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
 
 from gateway.domain import TemporaryFailure, normalize_address
 from gateway.ingress.pipe import RawMessage, SourceError, iter_path, read_stream
@@ -23,13 +23,13 @@ EX_OK, EX_DATAERR, EX_NOINPUT, EX_TEMPFAIL = 0, 65, 66, 75
 SPOOL_BATCH = 200  # messages per durable commit
 
 
-def _messages(paths: Sequence[str], limit: int) -> Iterator[RawMessage]:
+def _messages(paths: Sequence[str], limit: int, stdin: BinaryIO) -> Iterator[RawMessage]:
     if not paths or list(paths) == ["-"]:
-        yield read_stream(sys.stdin.buffer, "stdin", limit)
+        yield read_stream(stdin, "stdin", limit)
         return
     for path in paths:
         if path == "-":
-            yield read_stream(sys.stdin.buffer, "stdin", limit)
+            yield read_stream(stdin, "stdin", limit)
         else:
             yield from iter_path(path, limit)
 
@@ -39,8 +39,11 @@ class _Spooler(threading.Thread):
     caller's thread processes what is already spooled: reading and file
     creation overlap with the pipeline's database work."""
 
-    def __init__(self, app: App, paths: Sequence[str], recipient: str, err: TextIO) -> None:
+    def __init__(
+        self, app: App, paths: Sequence[str], recipient: str, err: TextIO, stdin: BinaryIO
+    ) -> None:
         super().__init__(name="ingest-spooler", daemon=True)
+        self.stdin = stdin
         self.spool = Spool(app.engine, app.blobs, app.settings.storage.spool_inline_max)
         self.paths = paths
         self.recipient = recipient
@@ -55,7 +58,7 @@ class _Spooler(threading.Thread):
     def run(self) -> None:
         batch: list[SpoolItem] = []
         try:
-            for msg in _messages(self.paths, self.limit):
+            for msg in _messages(self.paths, self.limit, self.stdin):
                 if msg.raw is None:
                     self.rejected += 1
                     print(f"gateway: rejected {msg.label}: {msg.error}", file=self.err)
@@ -78,11 +81,18 @@ class _Spooler(threading.Thread):
 
 
 def run_ingest(
-    app: App, paths: Sequence[str], recipient: str | None, progress: bool, err: TextIO | None = None
+    app: App,
+    paths: Sequence[str],
+    recipient: str | None,
+    progress: bool,
+    err: TextIO | None = None,
+    stdin: BinaryIO | None = None,
 ) -> int:
+    """``stdin``: where a message on standard input is read from (default
+    ``sys.stdin.buffer``; the bytes a failed hand-off already read)."""
     err = err or sys.stderr
     rcpt = normalize_address(recipient) if recipient else app.settings.desk.addresses[0]
-    spooler = _Spooler(app, paths, rcpt, err)
+    spooler = _Spooler(app, paths, rcpt, err, stdin or sys.stdin.buffer)
     spooler.start()
     stalled = _process_while_spooling(app, spooler, progress, err)
     spooler.join()

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from gateway.config_peek import DEFAULT_DESK_ADDRESS, DEFAULT_LOCAL_SOCKET
 from gateway.domain import RequestType, normalize_address
 
 FREE_MAIL_DOMAINS = frozenset(
@@ -61,7 +62,7 @@ class _Section(BaseModel):
 class DeskSettings(_Section):
     name: str = "XiTrust Servicedesk"
     ticket_prefix: str = Field(default="SD", pattern=r"^[A-Z][A-Z0-9]{0,9}$")
-    addresses: tuple[str, ...] = ("servicedesk@xitrust.com",)
+    addresses: tuple[str, ...] = (DEFAULT_DESK_ADDRESS,)
     default_locale: Literal["de", "en"] = "de"
     portal_url: str = "http://localhost:8080"
     unknown_senders: Literal["create", "reject"] = "create"
@@ -95,6 +96,11 @@ class SmtpSettings(_Section):
     trusted: bool = False
     tls_cert: str | None = None
     tls_key: str | None = None
+    # LMTP on this Unix socket for `gateway ingest` (a Postfix pipe): the
+    # command hands its message to the running daemon instead of starting
+    # the pipeline itself. "" disables it. The thin client reads this key
+    # without loading Settings (config_peek).
+    socket: str = DEFAULT_LOCAL_SOCKET
     # Resource limits: one client (or a flood of them) cannot exhaust the
     # daemon's sockets or memory.
     max_connections: int = Field(default=100, gt=0)

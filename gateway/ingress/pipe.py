@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from gateway.ingress.sniff import check_message
+
 
 @dataclass(frozen=True)
 class RawMessage:
@@ -25,8 +27,6 @@ class SourceError(Exception):
 
 
 _MBOX_FROM = re.compile(rb"^>+From ")
-# A header line: a field name, a colon. Used to tell mail from other files.
-_HEADER_LINE = re.compile(rb"^[!-9;-~]+:")
 
 
 def _too_big(size: int, limit: int) -> str:
@@ -36,9 +36,8 @@ def _too_big(size: int, limit: int) -> str:
 def _check(label: str, raw: bytes, limit: int) -> RawMessage:
     if len(raw) > limit:
         return RawMessage(label, None, _too_big(len(raw), limit))
-    if not raw.strip() or not _HEADER_LINE.match(raw.lstrip(b"\r\n")):
-        return RawMessage(label, None, "not an e-mail message (no header)")
-    return RawMessage(label, raw)
+    problem = check_message(raw)
+    return RawMessage(label, None, problem) if problem else RawMessage(label, raw)
 
 
 def read_stream(stream: BinaryIO, label: str, limit: int) -> RawMessage:

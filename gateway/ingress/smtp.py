@@ -11,7 +11,10 @@ The pieces, each small:
   application: connection limits, a DATA timeout, and a ``451`` (never a
   ``500`` with the exception text) when something goes wrong.
 - ``Listener`` ties them together with ``loop.create_server`` inside the
-  daemon's own loop and shuts down gracefully.
+  daemon's own loop and shuts down gracefully. It also serves LMTP on a
+  local Unix socket (``[smtp] socket``): ``gateway ingest`` hands its
+  message to the running daemon there instead of starting the pipeline
+  itself (``ingress/handoff.py``), under the rules of the inline path.
 
 Nothing here parses mail or touches tickets; that is the pipeline's job.
 """
@@ -20,9 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import os
 import socket
 import ssl
+import stat
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,11 +37,11 @@ from email.errors import HeaderParseError
 from typing import Any
 
 from aiosmtpd.lmtp import LMTP
-from aiosmtpd.smtp import MISSING, SMTP, Envelope, syntax
-from aiosmtpd.smtp import Session as SmtpSession
+from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session as SmtpSession, syntax
 
 from gateway.domain import RequestType, TemporaryFailure, normalize_address
 from gateway.ingress.smtp_data import read_data
+from gateway.ingress.sniff import check_message
 from gateway.ingress.spool import Spool, SpoolItem
 
 log = logging.getLogger("gateway.smtp")
@@ -49,6 +55,7 @@ R_NO_SUCH_USER = "550 5.1.1 Recipient address rejected: not a service desk addre
 R_TOO_MANY_RCPT = "452 4.5.3 Too many recipients"
 R_TOO_MANY_CONN = b"421 4.7.0 Too many connections, try again later\r\n"
 R_SHUTDOWN = b"421 4.3.2 Service shutting down, try again later\r\n"
+R_NOT_MAIL = "554 5.6.0 {}"  # the local socket: what `gateway ingest` would reject
 NULL_SENDER = "<>"
 
 
@@ -188,6 +195,7 @@ class ListenerConfig:
     tls_cert: str | None = None
     tls_key: str | None = None
     hostname: str | None = None  # for the greeting; default: the FQDN
+    local_socket: str = ""  # LMTP for `gateway ingest` on this Unix socket; "": none
 
 
 class DeskHandler:
@@ -199,9 +207,16 @@ class DeskHandler:
         config: ListenerConfig,
         committer: GroupCommitter,
         on_result: Callable[[str, str], None] | None = None,
+        *,
+        local: bool = False,
     ) -> None:
         self.config = config
         self.committer = committer
+        # The local socket of `gateway ingest`: its messages are spooled as
+        # the inline path would spool them (source "ingest", no envelope
+        # sender, any --recipient the operator's MTA passes, never trusted),
+        # so whether a daemon runs changes nothing but who processes them.
+        self.local = local
         # (result, reason) of every answer that decides a message's fate:
         # the daemon's metrics count them.
         self.on_result = on_result
@@ -222,7 +237,7 @@ class DeskHandler:
     async def handle_RCPT(
         self, server: SMTP, session: SmtpSession, envelope: Envelope, address: str, rcpt_options: list[str]
     ) -> str:
-        if normalize_address(address) not in self.config.desk_addresses:
+        if not self.local and normalize_address(address) not in self.config.desk_addresses:
             self.count("rejected", "unknown_recipient")
             return R_NO_SUCH_USER
         if len(envelope.rcpt_tos) >= self.config.max_recipients:
@@ -233,14 +248,21 @@ class DeskHandler:
         return R_RCPT_OK
 
     async def handle_DATA(self, server: SMTP, session: SmtpSession, envelope: Envelope) -> str:
-        raw = envelope.original_content or b""
-        item = SpoolItem(
-            raw=bytes(raw),
-            source="lmtp" if self.config.lmtp else "smtp",
-            envelope_from=envelope.mail_from or NULL_SENDER,
-            recipient=self._pick_recipient(envelope.rcpt_tos),
-            trusted=self.config.trusted,
-        )
+        raw = bytes(envelope.original_content or b"")
+        if self.local:
+            problem = check_message(raw)
+            if problem is not None:
+                self.count("rejected", "not_mail")
+                return self._per_recipient(R_NOT_MAIL.format(problem), envelope, lmtp=True)
+            item = SpoolItem(raw=raw, source="ingest", recipient=self._pick_recipient(envelope.rcpt_tos))
+        else:
+            item = SpoolItem(
+                raw=raw,
+                source="lmtp" if self.config.lmtp else "smtp",
+                envelope_from=envelope.mail_from or NULL_SENDER,
+                recipient=self._pick_recipient(envelope.rcpt_tos),
+                trusted=self.config.trusted,
+            )
         try:
             spool_id = await self.committer.submit(item)
         except TemporaryFailure as exc:
@@ -259,11 +281,13 @@ class DeskHandler:
             log.debug("peer=%s: spooled as %s", session.peer, spool_id, extra={"spool": spool_id})
             self.count("accepted", "ok")
             status = R_OK
-        if self.config.lmtp:
-            # LMTP wants one reply per accepted recipient; they share one
-            # commit, so they share its outcome.
-            return "\r\n".join([status] * len(envelope.rcpt_tos))
-        return status
+        return self._per_recipient(status, envelope, lmtp=self.local or self.config.lmtp)
+
+    @staticmethod
+    def _per_recipient(status: str, envelope: Envelope, *, lmtp: bool) -> str:
+        # LMTP wants one reply per accepted recipient; they share one
+        # commit, so they share its outcome.
+        return "\r\n".join([status] * len(envelope.rcpt_tos)) if lmtp else status
 
     def _pick_recipient(self, rcpt_tos: list[str]) -> str | None:
         """One spool row per message: the recipient that picks the request
@@ -444,6 +468,16 @@ class GatewayLMTP(_GatewayMixin, LMTP):
     pass
 
 
+class LocalLMTP(GatewayLMTP):
+    """LMTP on the local socket. ``gateway ingest`` takes a message with
+    lines of any length (only the size limit applies), so this does too:
+    whether a daemon runs must not change which messages are accepted."""
+
+    def __init__(self, handler: DeskHandler, **kwargs: Any) -> None:
+        self.line_length_limit = (kwargs.get("data_size_limit") or 2**25) + 2
+        super().__init__(handler, **kwargs)
+
+
 # -- the listener -----------------------------------------------------------
 
 
@@ -478,11 +512,14 @@ class Listener:
             spool, self.commit_executor, window=commit_window, on_commit=on_commit
         )
         self.handler = DeskHandler(config, self.committer, on_result)
+        self.local_handler = DeskHandler(config, self.committer, on_result, local=True)
         self.tracker = ConnectionTracker(config.max_connections, config.max_connections_per_ip)
         self.tls_context = make_tls_context(config.tls_cert, config.tls_key) if (
             config.tls_cert and config.tls_key
         ) else None
         self.server: asyncio.Server | None = None
+        self.local_server: asyncio.Server | None = None
+        self._local_inode: tuple[int, int] | None = None  # (dev, ino) of the socket file we bound
         self.hostname = config.hostname or ""
 
     @property
@@ -506,6 +543,23 @@ class Listener:
             loop=asyncio.get_running_loop(),
         )
 
+    def local_protocol_factory(self) -> SMTP:
+        return LocalLMTP(
+            self.local_handler,
+            tracker=self.tracker,
+            data_timeout=self.config.data_timeout,
+            data_size_limit=self.config.max_message_size,
+            enable_SMTPUTF8=True,
+            hostname=self.hostname,
+            timeout=self.config.command_timeout,
+            loop=asyncio.get_running_loop(),
+        )
+
+    def reload(self, config: ListenerConfig) -> None:
+        """New addresses and routing for both handlers (SIGHUP)."""
+        self.handler.reload(config)
+        self.local_handler.reload(config)
+
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         if not self.hostname:
@@ -515,10 +569,41 @@ class Listener:
         self.server = await loop.create_server(
             self.protocol_factory, host=self.config.host, port=self.config.port, reuse_address=True
         )
+        if self.config.local_socket:
+            await self._start_local(self.config.local_socket)
+
+    async def _start_local(self, path: str) -> None:
+        """Serve LMTP on the Unix socket ``path``. Trouble here is logged and
+        costs only speed: ``gateway ingest`` finds no daemon and processes
+        its message itself, as it always could."""
+        if len(os.fsencode(path)) > 107:  # sun_path holds 108 bytes with its NUL
+            log.warning("local socket %s: path too long for a Unix socket; not serving it", path)
+            return
+        try:
+            if not await asyncio.to_thread(_clear_stale_socket, path):
+                log.warning("local socket %s: another gateway serves it; not serving it", path)
+                return
+            self.local_server = await asyncio.get_running_loop().create_unix_server(
+                self.local_protocol_factory, path=path
+            )
+            # The service user (a Postfix pipe runs as it) and its group.
+            os.chmod(path, 0o660)
+            st = os.stat(path)
+            self._local_inode = (st.st_dev, st.st_ino)
+        except OSError as exc:
+            log.warning("local socket %s: cannot serve it: %s", path, exc.strerror or exc)
+            if self.local_server is not None:
+                self.local_server.close()
+                self.local_server = None
+            return
+        log.info("local socket %s: `gateway ingest` hands its mail to this daemon", path)
 
     async def stop(self, grace: float = 30.0) -> None:
         if self.server is not None:
             self.server.close()  # stop accepting; open sessions go on
+        if self.local_server is not None:
+            self.local_server.close()
+            self._remove_local_socket()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         while loop.time() < deadline:
@@ -531,11 +616,45 @@ class Listener:
         for proto in list(self.tracker.sessions):
             proto.shut_down()  # grace is over: nothing of theirs was acknowledged
         await self.committer.stop()
-        if self.server is not None:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.server.wait_closed(), 5)
-            self.server = None
+        for server in (self.server, self.local_server):
+            if server is not None:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(server.wait_closed(), 5)
+        self.server = self.local_server = None
         self.commit_executor.shutdown(wait=True)
+
+    def _remove_local_socket(self) -> None:
+        """Remove our socket file (not one a newer daemon bound meanwhile):
+        from now on `gateway ingest` processes inline instead of knocking."""
+        path = self.config.local_socket
+        with contextlib.suppress(OSError):
+            st = os.stat(path)
+            if (st.st_dev, st.st_ino) == self._local_inode:
+                os.unlink(path)
+        self._local_inode = None
+
+
+def _clear_stale_socket(path: str) -> bool:
+    """Make room for binding ``path``: remove a socket file that nobody
+    serves (a daemon that was killed). False when a live daemon answers on
+    it; OSError when the path is something else (not ours to delete)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        return True
+    if not stat.S_ISSOCK(st.st_mode):
+        raise OSError(errno.EEXIST, "exists and is not a socket", path)
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(path)
+        return False
+    except (ConnectionRefusedError, FileNotFoundError):
+        os.unlink(path)
+        return True
+    finally:
+        probe.close()
 
 
 def listener_config(settings: Any) -> ListenerConfig:
@@ -557,4 +676,5 @@ def listener_config(settings: Any) -> ListenerConfig:
         data_timeout=smtp.data_timeout,
         tls_cert=smtp.tls_cert,
         tls_key=smtp.tls_key,
+        local_socket=smtp.socket,
     )

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
-from gateway import cli, views
+from gateway import cli, commands, views
 from gateway.app import App
 from gateway.domain import TemporaryFailure
 from gateway.store.db import reading, transaction
@@ -456,7 +456,7 @@ def test_internal_and_temporary_errors(config: str, seed: Seed, capsys: pytest.C
 
 
 def test_format_table_aligns_and_truncates() -> None:
-    table = cli.format_table(["id", "text"], [[1, "short"], [22, "x" * 300], [3, None], [4, "a\nb\tc"]],
+    table = commands.format_table(["id", "text"], [[1, "short"], [22, "x" * 300], [3, None], [4, "a\nb\tc"]],
                              max_width=10)
     lines = table.splitlines()
     assert lines[0] == "ID  TEXT"

@@ -1,0 +1,509 @@
+"""The commands of ``gateway`` (SPEC §4), each a function of the App and the
+parsed arguments that prints a table or one JSON document and returns the
+exit code; ``run`` maps every failure to one line on stderr. ``cli.py``
+parses the arguments and imports this module only when a command runs, so
+``--help`` and the ``ingest`` hand-off never pay for what is imported here."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import errno
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from gateway import admin, views
+from gateway.cli import EX_FAIL, EX_OK, EX_SOFTWARE, EX_TEMPFAIL, EX_USAGE, CommandError, error
+from gateway.domain import TemporaryFailure
+from gateway.ingress.spool import Spool
+from gateway.settings import ConfigError, load_settings
+from gateway.store.db import is_transient, reading, transaction
+
+if TYPE_CHECKING:
+    from gateway.app import App
+
+
+# -- output helpers -----------------------------------------------------
+
+
+def _cell(value: object, width: int) -> str:
+    if value is None:
+        text = "-"
+    elif isinstance(value, bool):
+        text = "yes" if value else "no"
+    else:
+        text = "".join(ch if ch.isprintable() else " " for ch in " ".join(str(value).split()))
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def format_table(headers: Sequence[str], rows: Iterable[Sequence[object]], max_width: int = 48) -> str:
+    """Columns padded to their widest cell; cells on one line, truncated to
+    ``max_width`` characters (the last column gets twice that)."""
+    limits = [max_width] * (len(headers) - 1) + [max_width * 2]
+    cells = [[_cell(v, limits[i]) for i, v in enumerate(row)] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _short_time(iso: str | None) -> str | None:
+    """``2026-11-27T09:30:12+00:00`` -> ``2026-11-27 09:30`` (UTC)."""
+    return iso[:16].replace("T", " ") if iso else None
+
+
+def _print_json(data: Any) -> None:
+    encoding = (getattr(sys.stdout, "encoding", None) or "").lower().replace("-", "")
+    print(json.dumps(data, indent=2, ensure_ascii=encoding != "utf8"))
+
+
+def _print_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    print(format_table(headers, list(rows)))
+
+
+def _print_pairs(pairs: Iterable[tuple[str, object]]) -> None:
+    items = list(pairs)
+    width = max(len(k) for k, _ in items)
+    for key, value in items:
+        print(f"{key.ljust(width)}  {_cell(value, 200)}")
+
+
+# -- commands -----------------------------------------------------------
+
+
+def cmd_serve(app: App, args: argparse.Namespace) -> int:
+    # ops: the daemon re-reads this file on SIGHUP (None: $GATEWAY_CONFIG).
+    from gateway.daemon import serve
+
+    return serve(app, config_path=args.config)
+
+
+# --- ops: `gateway status` ------------------------------------------------
+
+
+def _ago(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 120:
+        return f"{s}s ago"
+    if s < 7200:
+        return f"{s // 60}m ago"
+    if s < 172800:
+        return f"{s // 3600}h ago"
+    return f"{s // 86400}d ago"
+
+
+def _since(iso: str | None, now: dt.datetime) -> str:
+    if not iso:
+        return "never"
+    return f"{_short_time(iso)} ({_ago((now - dt.datetime.fromisoformat(iso)).total_seconds())})"
+
+
+def cmd_status(app: App, args: argparse.Namespace) -> int:
+    now = dt.datetime.now(dt.UTC)
+    with reading(app.engine) as session:
+        st = views.status_json(session, now)
+    if args.json:
+        _print_json(st)
+        return EX_OK
+    spool, inbound, outbox = st["spool"], st["inbound"], st["outbox"]
+    oldest = f", oldest queued {_ago(spool['oldest_queued_age_seconds'])}" if spool["queued"] else ""
+    pairs: list[tuple[str, object]] = [
+        ("spool", f"{spool['depth']} waiting ({spool['queued']} queued, {spool['processing']} processing)"
+                  + oldest),
+        ("quarantined", f"{st['quarantined']}" + ("  (gateway mail list --status quarantined)"
+                                                  if st["quarantined"] else "")),
+        ("processed", f"{inbound['done']} done, {inbound['ignored']} ignored"),
+        ("last received", _since(st["last_received_at"], now)),
+        ("outbox", f"{outbox['failed']} failed, {outbox['retrying']} retrying, {outbox['queued']} queued, "
+                   f"{outbox['sent']} sent, {outbox['bounced']} bounced"),
+    ]
+    for box in st["imap"]:
+        state = "FAILING" if box["failing"] else "ok"
+        text = f"{state}; last success {_since(box['last_success_at'], now)}"
+        if box["last_error"]:
+            text += f"; last error {_since(box['last_error_at'], now)}: {box['last_error']}"
+        pairs.append((f"imap {box['mailbox']}", text))
+    if not st["imap"]:
+        pairs.append(("imap", "no mailbox polled yet"))
+    _print_pairs(pairs)
+    return EX_OK
+
+
+# --- end ops
+
+
+def cmd_ingest(app: App, args: argparse.Namespace) -> int:
+    progress = sys.stderr.isatty() and not args.no_progress
+    # args.stdin: what a hand-off to the daemon already read (cli._hand_off)
+    return app.ingest(args.paths, args.recipient, progress=progress, stdin=getattr(args, "stdin", None))
+
+
+def cmd_db_upgrade(app: App, args: argparse.Namespace) -> int:
+    app.db_upgrade()
+    print("database schema is up to date", file=sys.stderr)
+    return EX_OK
+
+
+def cmd_org_create(app: App, args: argparse.Namespace) -> int:
+    with transaction(app.engine) as session:
+        org = admin.create_org(session, args.name, args.domains, args.share_by_default)
+        name = org.name
+    doms = ", ".join(sorted({admin.normalize_domain(d) for d in args.domains})) or "none"
+    print(f"created organization {name!r} (domains: {doms})")
+    return EX_OK
+
+
+def cmd_org_add_member(app: App, args: argparse.Namespace) -> int:
+    with transaction(app.engine) as session:
+        account, created = admin.add_member(session, args.name, args.email)
+        email = account.email
+    extra = " (new unverified account)" if created else ""
+    print(f"added {email} to {args.name!r}{extra}")
+    return EX_OK
+
+
+def cmd_org_list(app: App, args: argparse.Namespace) -> int:
+    with reading(app.engine) as session:
+        orgs = views.org_list(session)
+    if args.json:
+        _print_json(orgs)
+    else:
+        _print_table(
+            ["name", "domains", "shared", "members"],
+            ([o["name"], ", ".join(o["domains"]), o["share_by_default"], o["members"]] for o in orgs),
+        )
+    return EX_OK
+
+
+def cmd_account_list(app: App, args: argparse.Namespace) -> int:
+    with reading(app.engine) as session:
+        accounts = views.account_list(session)
+    if args.json:
+        _print_json(accounts)
+    else:
+        _print_table(
+            ["email", "name", "state", "role", "organization", "locale", "created"],
+            (
+                [a["email"], a["name"], a["state"], a["role"], a["organization"], a["locale"],
+                 _short_time(a["created_at"])]
+                for a in accounts
+            ),
+        )
+    return EX_OK
+
+
+def cmd_account_show(app: App, args: argparse.Namespace) -> int:
+    with reading(app.engine) as session:
+        account = views.account_show(session, args.email)
+    if args.json:
+        _print_json(account)
+    else:
+        _print_pairs(
+            [(k, v) for k, v in account.items() if k != "tickets"]
+            + [("tickets", ", ".join(account["tickets"]) or None)]
+        )
+    return EX_OK
+
+
+def cmd_ticket_list(app: App, args: argparse.Namespace) -> int:
+    with reading(app.engine) as session:
+        tickets = views.ticket_list(session, args.status, args.org, args.reporter)
+    if args.json:
+        _print_json(tickets)
+    else:
+        _print_table(
+            ["key", "status", "priority", "type", "reporter", "organization", "updated", "summary"],
+            (
+                [t["key"], t["status"], t["priority"], t["request_type"], t["reporter"],
+                 t["organization"], _short_time(t["updated_at"]), t["summary"]]
+                for t in tickets
+            ),
+        )
+    return EX_OK
+
+
+def cmd_ticket_show(app: App, args: argparse.Namespace) -> int:
+    with reading(app.engine) as session:
+        data = views.ticket_json(session, views.get_ticket(session, args.key))
+    if args.json:
+        _print_json(data)
+        return EX_OK
+    print(f"{data['key']}  {_cell(data['summary'], 200)}")
+    _print_pairs(
+        [
+            ("status", data["status"]),
+            ("priority", data["priority"]),
+            ("type", data["request_type"]),
+            ("reporter", data["reporter"]),
+            ("organization", data["organization"]),
+            ("participants", ", ".join(data["participants"]) or None),
+            ("linked", data["linked_key"]),
+            ("message-id", data["message_id"]),
+            ("created", _short_time(data["created_at"])),
+            ("updated", _short_time(data["updated_at"])),
+        ]
+        + [(f"field {k}", v) for k, v in sorted(data["fields"].items())]
+    )
+    print()
+    print(data["description"].rstrip() or "(no description)")
+    _print_attachments(data["attachments"])
+    for n, c in enumerate(data["comments"], 1):
+        visibility = "public" if c["public"] else "INTERNAL"
+        print(f"\n--- comment {n}  {_short_time(c['created_at'])}  {c['author']}  ({visibility})")
+        print(c["body"].rstrip())
+        _print_attachments(c["attachments"])
+    return EX_OK
+
+
+def _print_attachments(attachments: list[dict[str, Any]]) -> None:
+    if attachments:
+        print("attachments:")
+        for a in attachments:
+            print(f"  {_cell(a['filename'], 60)}  {a['content_type']}  {a['size']} bytes  {a['sha256'][:12]}")
+
+
+def cmd_ticket_comment(app: App, args: argparse.Namespace) -> int:
+    body = _read_body(args.file)
+    if not body.strip():
+        raise CommandError("empty comment: nothing to add")
+    with reading(app.engine) as session:
+        key = views.get_ticket(session, args.key).key
+    comment_id = app.comment(key, args.as_email, body, args.internal)
+    kind = "internal comment" if args.internal else "comment"
+    print(f"added {kind} {comment_id} to {key}")
+    return EX_OK
+
+
+def _read_body(path: str | None) -> str:
+    try:
+        if path is None or path == "-":
+            data = sys.stdin.buffer.read()
+        else:
+            with open(path, "rb") as fh:
+                data = fh.read()
+    except OSError as exc:
+        raise CommandError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CommandError(f"comment text in {path or 'stdin'} is not UTF-8") from None
+
+
+def cmd_ticket_transition(app: App, args: argparse.Namespace) -> int:
+    with transaction(app.engine) as session:
+        ticket, previous = admin.transition_ticket(session, args.key, args.status, app.settings)
+        key, status = ticket.key, ticket.status
+    print(f"{key}: {previous} -> {status}")
+    return EX_OK
+
+
+def cmd_mail_list(app: App, args: argparse.Namespace) -> int:
+    with reading(app.engine) as session:
+        mails = views.mail_list(session, args.status)
+    if args.json:
+        _print_json(mails)
+    else:
+        _print_table(
+            ["id", "received", "source", "from", "status", "ticket", "disposition"],
+            (
+                [m["id"], _short_time(m["received_at"]), m["source"], m["from"], m["status"],
+                 m["ticket"], m["disposition"]]
+                for m in mails
+            ),
+        )
+    return EX_OK
+
+
+def cmd_mail_show(app: App, args: argparse.Namespace) -> int:
+    with reading(app.engine) as session:
+        mail = views.get_mail(session, args.id)
+        if not args.raw:
+            data = views.mail_detail(session, mail)
+    if args.raw:
+        try:
+            raw = Spool(app.engine, app.blobs).read_raw(args.id)  # queued: still in its row
+        except KeyError:
+            raise CommandError(f"raw bytes of mail {args.id} are missing from the blob store") from None
+        sys.stdout.flush()
+        sys.stdout.buffer.write(raw)
+        sys.stdout.buffer.flush()
+    elif args.json:
+        _print_json(data)
+    else:
+        _print_pairs(data.items())
+    return EX_OK
+
+
+def cmd_mail_reprocess(app: App, args: argparse.Namespace) -> int:
+    ids = list(dict.fromkeys(args.ids))
+    with reading(app.engine) as session:
+        missing = views.missing_mail_ids(session, ids)
+    if missing:
+        raise views.NotFound("mail not found: " + ", ".join(str(i) for i in missing))
+    results = app.reprocess(ids)
+    if args.json:
+        _print_json([{"id": i, "disposition": d} for i, d in results])
+    else:
+        _print_table(["id", "disposition"], results)
+    return EX_OK
+
+
+def cmd_outbox_list(app: App, args: argparse.Namespace) -> int:
+    with reading(app.engine) as session:
+        items = views.outbox_list(session, args.status)
+    if args.json:
+        _print_json(items)
+    else:
+        _print_table(
+            ["id", "to", "template", "ticket", "status", "attempts", "last error", "subject"],
+            (
+                [o["id"], o["to"], o["template"], o["ticket"], o["status"], o["attempts"],
+                 o["last_error"], o["subject"]]
+                for o in items
+            ),
+        )
+    return EX_OK
+
+
+def cmd_outbox_retry(app: App, args: argparse.Namespace) -> int:
+    with transaction(app.engine) as session:
+        out = admin.retry_outbox(session, args.id)
+        attempts = out.attempts
+    print(f"outbound mail {args.id} queued for retry (attempts so far: {attempts})")
+    return EX_OK
+
+
+def cmd_outbox_flush(app: App, args: argparse.Namespace) -> int:
+    counts = app.flush_outbox()
+    if args.json:
+        _print_json(counts)
+    else:
+        print(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "nothing due")
+    return EX_OK
+
+
+def cmd_account_signup(app: App, args: argparse.Namespace) -> int:
+    from gateway.signup import SignupError
+
+    try:
+        address = app.signup(args.email)
+    except SignupError as exc:
+        raise CommandError(str(exc)) from None
+    # The same words whatever happened: the output must not tell whether
+    # the address already has an account.
+    print(f"signup requested for {address}: a confirmation mail is on its way unless the address "
+          "is already registered or got one within the last day")
+    return EX_OK
+
+
+def cmd_account_confirm(app: App, args: argparse.Namespace) -> int:
+    from gateway.signup import SignupError
+
+    try:
+        with open(args.password_file, encoding="utf-8") as fh:
+            password = fh.read().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CommandError(f"cannot read the password file {args.password_file}: {exc}") from None
+    try:
+        email = app.confirm_signup(args.token, args.name, password)
+    except SignupError as exc:
+        raise CommandError(str(exc)) from None
+    print(f"account {email} is active")
+    return EX_OK
+
+
+def cmd_check_config(app: App, args: argparse.Namespace) -> int:
+    data = app.settings.masked()
+    if args.json:
+        _print_json(data)
+    else:
+        print(to_tomlish(data))
+    return EX_OK
+
+
+def to_tomlish(data: dict[str, Any]) -> str:
+    """The masked config as TOML (unset values as comments)."""
+    lines: list[str] = []
+    for section, value in data.items():
+        if isinstance(value, dict):
+            lines += ["", f"[{_toml_key(section)}]"] + _toml_body(value)
+        elif isinstance(value, list) and all(isinstance(v, dict) for v in value):
+            if not value:
+                lines += ["", f"# no [[{_toml_key(section)}]] sections"]
+            for item in value:
+                lines += ["", f"[[{_toml_key(section)}]]"] + _toml_body(item)
+        else:
+            lines.insert(0, f"{_toml_key(section)} = {json.dumps(value)}")
+    return "\n".join(lines).strip("\n")
+
+
+def _toml_body(table: dict[str, Any]) -> list[str]:
+    return [
+        f"# {_toml_key(k)} is not set" if v is None else f"{_toml_key(k)} = {json.dumps(v)}"
+        for k, v in table.items()
+    ]
+
+
+def _toml_key(key: str) -> str:
+    return key if key and all(c.isascii() and (c.isalnum() or c in "_-") for c in key) else json.dumps(key)
+
+
+# -- running a command ------------------------------------------------
+
+
+Handler = Callable[["App", argparse.Namespace], int]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the parsed command; every failure ends as one line on stderr
+    and an exit code (``GATEWAY_DEBUG=1`` adds the traceback of a bug)."""
+    try:
+        from gateway.app import App
+
+        app = App(load_settings(args.config))
+        if args.needs_db:
+            app.ensure_schema()
+        handler: Handler = globals()[args.handler]
+        code: int = handler(app, args)
+        return code
+    except ConfigError as exc:
+        error(str(exc))
+        return EX_USAGE
+    except TemporaryFailure as exc:
+        error(f"temporary failure: {exc or 'try again later'}")
+        return EX_TEMPFAIL
+    except (KeyError, IndexError) as exc:
+        return _internal_error(exc)
+    except (LookupError, admin.AdminError) as exc:
+        # views.NotFound, or a LookupError from App naming what is missing
+        error(str(exc))
+        return EX_FAIL
+    except CommandError as exc:
+        error(str(exc))
+        return exc.code
+    except KeyboardInterrupt:
+        error("interrupted")
+        return 130
+    except BrokenPipeError:
+        # `gateway mail list | head`: the reader left; stay quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except Exception as exc:
+        return _internal_error(exc)
+
+
+def _internal_error(exc: Exception) -> int:
+    if is_transient(exc):
+        full = isinstance(exc, OSError) and exc.errno == errno.ENOSPC
+        error("temporary failure: " + ("disk full" if full else "database busy or unavailable"))
+        return EX_TEMPFAIL
+    if os.environ.get("GATEWAY_DEBUG") == "1":
+        traceback.print_exception(exc)
+    error(f"internal error: {type(exc).__name__}")
+    return EX_SOFTWARE
