@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from gateway.domain import AccountState, OutboxStatus, TicketStatus, normalize_address
+from gateway.domain import AccountState, OutboxStatus, Refused, TicketStatus, normalize_address
 from gateway.settings import FREE_MAIL_DOMAINS, Settings
 from gateway.store.models import Account, Organization, OrganizationDomain, OutboundMail, Ticket, utcnow
 from gateway.views import NotFound, find_org, get_org, get_ticket
@@ -20,7 +20,7 @@ _DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)
 _EMAIL_RE = re.compile(r"^[^@\s<>()\[\],;:\"]+@[^@\s<>()\[\],;:\"]+$")
 
 
-class AdminError(Exception):
+class AdminError(Refused):
     """An operator action was refused; the message says why (CLI exit 1)."""
 
 

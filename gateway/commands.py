@@ -16,10 +16,9 @@ import traceback
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from gateway import admin, views
+from gateway import views
 from gateway.cli import EX_FAIL, EX_OK, EX_SOFTWARE, EX_TEMPFAIL, EX_USAGE, CommandError, error
-from gateway.domain import TemporaryFailure
-from gateway.ingress.spool import Spool
+from gateway.domain import Refused, TemporaryFailure
 from gateway.settings import ConfigError, load_settings
 from gateway.store.db import is_transient, reading, transaction
 
@@ -151,6 +150,8 @@ def cmd_db_upgrade(app: App, args: argparse.Namespace) -> int:
 
 
 def cmd_org_create(app: App, args: argparse.Namespace) -> int:
+    from gateway import admin
+
     with transaction(app.engine) as session:
         org = admin.create_org(session, args.name, args.domains, args.share_by_default)
         name = org.name
@@ -160,6 +161,8 @@ def cmd_org_create(app: App, args: argparse.Namespace) -> int:
 
 
 def cmd_org_add_member(app: App, args: argparse.Namespace) -> int:
+    from gateway import admin
+
     with transaction(app.engine) as session:
         account, created = admin.add_member(session, args.name, args.email)
         email = account.email
@@ -296,6 +299,8 @@ def _read_body(path: str | None) -> str:
 
 
 def cmd_ticket_transition(app: App, args: argparse.Namespace) -> int:
+    from gateway import admin
+
     with transaction(app.engine) as session:
         ticket, previous = admin.transition_ticket(session, args.key, args.status, app.settings)
         key, status = ticket.key, ticket.status
@@ -321,6 +326,8 @@ def cmd_mail_list(app: App, args: argparse.Namespace) -> int:
 
 
 def cmd_mail_show(app: App, args: argparse.Namespace) -> int:
+    from gateway.ingress.spool import Spool
+
     with reading(app.engine) as session:
         mail = views.get_mail(session, args.id)
         if not args.raw:
@@ -372,6 +379,8 @@ def cmd_outbox_list(app: App, args: argparse.Namespace) -> int:
 
 
 def cmd_outbox_retry(app: App, args: argparse.Namespace) -> int:
+    from gateway import admin
+
     with transaction(app.engine) as session:
         out = admin.retry_outbox(session, args.id)
         attempts = out.attempts
@@ -480,7 +489,7 @@ def run(args: argparse.Namespace) -> int:
         return EX_TEMPFAIL
     except (KeyError, IndexError) as exc:
         return _internal_error(exc)
-    except (LookupError, admin.AdminError) as exc:
+    except (LookupError, Refused) as exc:
         # views.NotFound, or a LookupError from App naming what is missing
         error(str(exc))
         return EX_FAIL

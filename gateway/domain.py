@@ -102,6 +102,12 @@ class TemporaryFailure(Exception):
     exit 75 / SMTP 451, try again later."""
 
 
+class Refused(Exception):
+    """An operator's action was refused; the message says why (CLI exit 1).
+    Defined here so the command line can catch it without importing the
+    module that raises it."""
+
+
 @dataclass(frozen=True)
 class Disposition:
     """The outcome of processing one message, as shown in ``mail list``."""

@@ -44,12 +44,11 @@ from typing import Any, TypeVar
 
 import aioimaplib
 from sqlalchemy import Connection, Engine, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from gateway.domain import TemporaryFailure
 from gateway.ingress.spool import Spool, SpoolItem
 from gateway.settings import ImapSettings
-from gateway.store.db import connection, read_connection
+from gateway.store.db import connection, dialect_insert, read_connection
 from gateway.store.models import ImapCursor, utcnow
 
 log = logging.getLogger("gateway.imap")
@@ -103,7 +102,7 @@ def write_cursor(conn: Connection, key: str, values: dict[str, Any]) -> None:
     """Insert or update the cursor row of ``key`` with ``values``."""
     dialect = conn.dialect.name
     if dialect in ("postgresql", "sqlite"):
-        ins = postgresql.insert(CURSOR) if dialect == "postgresql" else sqlite.insert(CURSOR)
+        ins = dialect_insert(dialect, CURSOR)
         conn.execute(
             ins.values(mailbox=key, **values).on_conflict_do_update(index_elements=["mailbox"], set_=values)
         )

@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Protocol
 
 from sqlalchemy import Connection, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
 
+from gateway.store.db import dialect_insert
 from gateway.store.models import Blob
 
 
@@ -157,7 +156,7 @@ class DatabaseBlobStore:
     def put(self, session: Session | Connection, data: bytes) -> str:
         digest = sha256_hex(data)
         dialect = session.dialect if isinstance(session, Connection) else session.get_bind().dialect
-        ins = pg_insert(Blob) if dialect.name == "postgresql" else sqlite_insert(Blob)
+        ins = dialect_insert(dialect.name, Blob)
         session.execute(ins.values(sha256=digest, data=data).on_conflict_do_nothing())
         return digest
 

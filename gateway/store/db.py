@@ -192,3 +192,16 @@ def _short_reason(exc: BaseException) -> str:
     if "connect" in lowered or "server closed" in lowered or "terminat" in lowered:
         return "database unavailable"
     return "database error"
+
+
+def dialect_insert(dialect_name: str, table: Any) -> Any:
+    """The dialect's own ``INSERT`` (the one with ``on_conflict_do_nothing``).
+    Its module is imported on first use: SQLite commands never load the
+    PostgreSQL dialect (~50 ms at start)."""
+    if dialect_name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table)

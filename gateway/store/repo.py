@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, case, func, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from gateway.domain import MailStatus
+from gateway.store.db import dialect_insert
 from gateway.store.models import (
     Account,
     Attachment,
@@ -93,7 +92,7 @@ def _insert_ignore(conn: Connection, table: Any, returning: Any) -> Any:
     key = (conn.dialect.name, table.name)
     stmt = _INSERT_IGNORE.get(key)
     if stmt is None:
-        base = pg_insert(table) if conn.dialect.name == "postgresql" else sqlite_insert(table)
+        base = dialect_insert(conn.dialect.name, table)
         stmt = _INSERT_IGNORE[key] = base.on_conflict_do_nothing().returning(returning)
     return stmt
 

@@ -137,3 +137,11 @@ def test_ensure_schema_refuses_a_newer_database(app: App) -> None:
         s.execute(text("UPDATE alembic_version SET version_num = '9999'"))
     with pytest.raises(RuntimeError, match="newer than this gateway"):
         app.ensure_schema()
+
+
+def test_fast_head_revisions_match_alembic() -> None:
+    """Every command checks the schema against the heads read from the
+    migration files (no Alembic import); they must be Alembic's heads."""
+    from gateway.store import schema
+
+    assert set(schema.head_revisions_fast()) == schema.head_revisions()
