@@ -74,10 +74,13 @@ class Parsed:
 
 def dedup_key(raw: bytes, message_id: str | None, from_addr: str | None) -> str:
     """Same Message-ID, sender and content (the body after the header block;
-    trace headers differ between two deliveries of the same message)."""
+    trace headers differ between two deliveries of the same message). Line
+    ends do not count: the copy that came over SMTP or the daemon's local
+    socket has CRLF, the same message read from a file by ``gateway ingest``
+    may have LF, and the last line may or may not end in one."""
     split = raw.find(b"\r\n\r\n")
     split = raw.find(b"\n\n") if split < 0 else split
-    body = raw[split:] if split >= 0 else b""
+    body = raw[split:].replace(b"\r\n", b"\n").rstrip(b"\n") if split >= 0 else b""
     h = hashlib.sha256()
     h.update((message_id or "").encode("utf-8", "replace") + b"\0")
     h.update((from_addr or "").encode("utf-8", "replace") + b"\0")

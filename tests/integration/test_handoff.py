@@ -87,6 +87,22 @@ def test_the_same_message_twice_has_one_effect(gw: GatewayProcess) -> None:
     assert dispositions == ["created SD-1", "ignored: duplicate of mail 1"]
 
 
+def test_a_retry_through_the_inline_path_is_a_duplicate(tmp_path: Path) -> None:
+    """The daemon got the message (CRLF on the wire) but the answer was lost,
+    so the MTA retries (75); meanwhile the daemon is gone and the retry is
+    spooled inline from the LF file. One message, one effect."""
+    gw = GatewayProcess(tmp_path)
+    gw.start()
+    try:
+        assert ingest(gw, message(10).replace(b"\r\n", b"\n")).returncode == 0
+        gw.wait_processed(1)
+    finally:
+        assert gw.stop() == 0
+    assert ingest(gw, message(10).replace(b"\r\n", b"\n") + b"\n").returncode == 0
+    dispositions = [d for (d,) in gw.query("SELECT disposition FROM inbound_mail ORDER BY id")]
+    assert dispositions == ["created SD-1", "ignored: duplicate of mail 1"]
+
+
 def test_not_mail_and_oversize_are_rejected_like_inline(tmp_path: Path) -> None:
     gw = GatewayProcess(tmp_path, smtp={"max_message_size": 2000})
     gw.start()
