@@ -1,6 +1,7 @@
 # The README's two commands: `make run` and `make test`. Both create .venv on
 # first use and (re)install the project when pyproject.toml changed; when
-# nothing changed the install step is skipped.
+# nothing changed the install step is skipped. `make test` also installs the
+# Debian packages the tests talk to when it runs as root.
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -11,12 +12,18 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # bench/ may not exist in a fresh clone (git keeps no empty directories).
 LINT_PATHS := $(wildcard gateway tests bench)
 
-.PHONY: run test lint typecheck pytest install clean
+.PHONY: run test system-packages lint typecheck pytest install clean
 
 run: $(STAMP)
 	$(BIN)/gateway serve
 
-test: lint typecheck pytest
+test: system-packages lint typecheck pytest
+
+# As root: apt-get install whatever of scripts/debian-packages.txt is missing
+# (nothing to do, no apt-get, once they are there). As another user: a note;
+# the tests that need root or a missing package are skipped with the reason.
+system-packages:
+	@scripts/install-debian-packages.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINT_PATHS)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 from gatewayproc import DESK, GatewayProcess, child_env
+from privileges import require_root
 
 MESSAGE = (
     b"From: anna@bauwerk-ag.de\r\nTo: servicedesk@xitrust.com\r\nSubject: Protokoll anbei\r\n"
@@ -63,6 +64,7 @@ class Disk:
 
 @pytest.fixture
 def disk(tmp_path: Path) -> Iterator[Disk]:
+    require_root("mounts a 16 MiB tmpfs to fill the disk")
     mnt = tmp_path / "disk"
     mnt.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)], check=True)

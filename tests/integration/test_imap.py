@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from dovecot import USER, Dovecot, DovecotError
 from loopwatch import LoopWatch
+from privileges import require_root, require_tool
 from sqlalchemy import func, select
 
 from gateway.app import App
@@ -37,6 +38,8 @@ sqlite_only = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
 
 def _start(tls: bool) -> Dovecot:
+    require_root("the test Dovecot drops to the user nobody, which owns its mailbox")
+    require_tool("dovecot", "dovecot-imapd")
     try:
         server = Dovecot(tls=tls)
     except DovecotError as exc:

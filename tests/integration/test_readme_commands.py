@@ -19,6 +19,7 @@ from pathlib import Path
 
 from netutil import free_port
 from pgcluster import PgCluster
+from privileges import require_tool
 
 from tests.gatewayproc import message
 
@@ -141,6 +142,7 @@ class Operator:
 
 
 def test_operator_guide_commands(tmp_path: Path, pg_cluster: PgCluster) -> None:
+    require_tool("sqlite3")  # the backup command
     op = Operator(tmp_path)
     config = (REPO / "config" / "gateway.example.toml").read_text()
     (op.etc / "gateway.toml").write_text(config)  # `install ... gateway.toml`

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 import smtplib
 import socket
 import sqlite3
@@ -24,6 +23,7 @@ from typing import Any
 import pytest
 from listeners import ThreadedListener
 from loopwatch import LoopWatch
+from privileges import require_tool
 from sqlmodel import Session, select
 from tlsutil import self_signed_cert
 
@@ -173,8 +173,7 @@ def test_null_sender_is_accepted_for_bounces(app: App, listener: RunningListener
 
 
 def test_swaks_real_client(app: App, listener: RunningListener) -> None:
-    swaks = shutil.which("swaks")
-    assert swaks, "swaks is not installed (apt-get install -y swaks)"
+    swaks = require_tool("swaks")
     base = [swaks, "--server", f"{listener.host}:{listener.port}", "--from", "kai@bauwerk-ag.de",
             "--header", "Subject: via swaks", "--body", "Grüße aus dem Test", "--timeout", "10"]
     ok = subprocess.run([*base, "--to", DESK], capture_output=True, text=True, timeout=30)

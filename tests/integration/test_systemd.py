@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from privileges import require_tool
 
 from gateway.sdnotify import Notifier
 from tests.gatewayproc import DESK, GatewayProcess, message
@@ -57,6 +58,7 @@ def settings_of(text: str) -> dict[str, list[str]]:
 
 
 def test_unit_file_verifies(tmp_path: Path) -> None:
+    require_tool("systemd-analyze", "systemd")
     result = subprocess.run(
         ["systemd-analyze", "verify", str(unit_copy(tmp_path))], capture_output=True, text=True, timeout=60
     )
@@ -66,6 +68,7 @@ def test_unit_file_verifies(tmp_path: Path) -> None:
 
 def test_unit_file_is_hardened(tmp_path: Path) -> None:
     """Exposure 2.5 or better on systemd's 0-10 scale ("OK")."""
+    require_tool("systemd-analyze", "systemd")
     result = subprocess.run(
         ["systemd-analyze", "security", "--offline=yes", "--threshold=25", str(unit_copy(tmp_path))],
         capture_output=True, text=True, timeout=60,
