@@ -10,11 +10,16 @@ Two rules shape this module:
   account's state: only ``active`` accounts get it. An ``unverified``
   address (anyone can write to the desk in someone else's name, "Ticket
   Trick") only ever gets the ticket key and fixed text.
-* **No header injection.** Every value put into a header goes through
-  ``clean_header_text``: encoded words are decoded *before* control
-  characters are removed, because Python's email package (3.11.7, CVE-2024-6923)
-  decodes ``=?UTF-8?Q?…=0ABcc:…?=`` on assignment and writes the newline out
-  as a real header line.
+* **No header injection.** Python's email package (3.11.7, CVE-2024-6923
+  family) decodes encoded words when a header is assigned and folded, so a
+  ``=?utf-8?q?…=0D=0A…?=`` inside any value could come out as a real line
+  break. So: text headers (Subject, display names) go through
+  ``clean_header_text``, which decodes encoded words *before* removing
+  control characters; ids and addresses are never given to the email
+  package to parse at all but written as the raw strings they are
+  (``RawHeader``), after a strict syntax check; and every rendered mail's
+  header block is parsed back and must hold exactly the headers the desk
+  set (``check_header_block``), or the mail is not sent.
 """
 
 from __future__ import annotations
@@ -22,12 +27,12 @@ from __future__ import annotations
 import datetime as dt
 import email.errors
 import email.header
+import email.parser
 import email.policy
 import email.utils
 import re
 import unicodedata
 from dataclasses import dataclass
-from email.headerregistry import Address
 from email.message import EmailMessage
 from typing import Any
 
@@ -130,14 +135,69 @@ def new_message_id(settings: Settings) -> str:
     return email.utils.make_msgid(idstring="sd", domain=desk_domain(settings))
 
 
-def _address(name: str, addr: str) -> Address:
+# An addr-spec we write as it is: a dot-atom local part and a domain of
+# letters, digits, hyphens and dots, in ASCII. (An internationalised domain
+# is converted to its A-labels first; a non-ASCII local part would need
+# SMTPUTF8, which the desk does not send.)
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_ADDR_SPEC = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9](?:[A-Za-z0-9.-]{{0,251}}[A-Za-z0-9])?")
+
+
+class RawHeader:
+    """A header value the email package stores and writes as it is: an
+    object with a ``name`` is taken as a finished header by
+    ``EmailPolicy.header_store_parse``, and its ``fold`` is what is written.
+    Nothing decodes it, so nothing in it can turn into a line break."""
+
+    def __init__(self, name: str, value: str) -> None:
+        if any(ch in value for ch in "\r\n\0") or not value.isascii():
+            raise RenderError(f"{name}: not a plain ASCII value")
+        self.name = name
+        self.value = value
+
+    def __str__(self) -> str:
+        return self.value
+
+    def fold(self, *, policy: email.policy.Policy) -> str:
+        # Long id lists fold at the spaces between ids (RFC 5322 3.2.2).
+        line, lines = f"{self.name}:", []
+        for word in self.value.split(" "):
+            if len(line) + 1 + len(word) > 78 and line != f"{self.name}:":
+                lines.append(line)
+                line = ""
+            line += " " + word
+        lines.append(line)
+        return (policy.linesep or "\n").join(lines) + (policy.linesep or "\n")
+
+
+def plain_addr_spec(addr: str) -> str:
+    """``addr`` as an addr-spec safe to write literally; RenderError if it
+    is not one (a stored address that only a lax parser accepted)."""
+    local, _, domain = addr.strip().rpartition("@")
     try:
-        return Address(display_name=clean_header_text(name, 100), addr_spec=addr)
-    except (ValueError, IndexError, email.errors.HeaderParseError) as exc:
-        raise RenderError(f"invalid address {addr!r}") from exc
+        domain = domain.encode("idna").decode("ascii") if not domain.isascii() else domain
+    except UnicodeError:
+        raise RenderError(f"invalid address {addr!r}") from None
+    spec = f"{local}@{domain}"
+    if not _ADDR_SPEC.fullmatch(spec) or "=?" in spec:
+        raise RenderError(f"invalid address {addr!r}")
+    return spec
 
 
-def from_address(settings: Settings) -> Address:
+def _address(name: str, addr: str) -> str:
+    """``Display Name <addr>`` with the name as an encoded word when it is
+    not plain ASCII; the address is written as it is."""
+    spec = plain_addr_spec(addr)
+    display = clean_header_text(name, 100)
+    if not display:
+        return spec
+    if display.isascii():
+        quoted = display.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{quoted}" <{spec}>'
+    return f"{email.header.Header(display, 'utf-8').encode()} <{spec}>"
+
+
+def from_address(settings: Settings) -> str:
     name, addr = email.utils.parseaddr(settings.outbound.from_)
     if not addr:
         raise RenderError("outbound.from has no address")
@@ -325,16 +385,22 @@ class Renderer:
         html = self.env.get_template(html_t).render(values)
 
         msg = EmailMessage(policy=email.policy.SMTP)
-        msg["From"] = from_address(settings)
-        msg["To"] = _address(ctx.to_name, ctx.to_addr)
-        msg["Reply-To"] = _address(settings.desk.name, settings.desk.addresses[0])
+        raw = [
+            RawHeader("From", from_address(settings)),
+            RawHeader("To", _address(ctx.to_name, ctx.to_addr)),
+            RawHeader("Reply-To", _address(settings.desk.name, settings.desk.addresses[0])),
+        ]
+        ids = [RawHeader("Message-ID", _checked_id(ctx.message_id))]
+        if ctx.in_reply_to:
+            ids.append(RawHeader("In-Reply-To", _checked_id(ctx.in_reply_to)))
+        if ctx.references:
+            ids.append(RawHeader("References", " ".join(_checked_id(r) for r in ctx.references)))
+        for header in raw:
+            msg[header.name] = header
         msg["Subject"] = subject
         msg["Date"] = email.utils.format_datetime(now or dt.datetime.now(dt.UTC))
-        msg["Message-ID"] = ctx.message_id
-        if ctx.in_reply_to:
-            msg["In-Reply-To"] = ctx.in_reply_to
-        if ctx.references:
-            msg["References"] = " ".join(ctx.references)
+        for header in ids:
+            msg[header.name] = header
         msg["Auto-Submitted"] = "auto-replied" if ctx.template in AUTO_REPLIED else "auto-generated"
         # Asks Exchange/Outlook not to answer with out-of-office and
         # read receipts: the first defence against mail loops.
@@ -344,10 +410,46 @@ class Renderer:
         msg.add_alternative(html, subtype="html", charset="utf-8", cte="quoted-printable")
         # After the parts: set_content moves Content-* headers into them.
         msg["Content-Language"] = ctx.locale
+        check_header_block(msg, {h.name: h.value for h in raw + ids})
         return msg
+
+
+def _checked_id(mid: str) -> str:
+    value = clean_message_id(mid)
+    if value is None:
+        raise RenderError("a Message-ID that is not a plain msg-id")
+    return value
+
+
+# The headers a rendered mail has, in this order, and no other.
+_DESK_HEADERS = (
+    "from", "to", "reply-to", "subject", "date", "message-id", "in-reply-to", "references",
+    "auto-submitted", "x-auto-response-suppress", "mime-version", "content-type", "content-language",
+)
+
+
+def check_header_block(msg: EmailMessage, raw_values: dict[str, str]) -> None:
+    """Serialize ``msg``, parse its header block back and compare: exactly
+    the desk's headers, each once, ids and addresses byte for byte as set.
+    Whatever a value smuggled past the rules above (a line break, a header
+    of its own, the end of the header block) shows up here, and the mail
+    fails instead of going out."""
+    data = msg.as_bytes()
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        raise RenderError("header block check: no end of the header block")
+    parsed = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(data[: end + 4])
+    names = [name.lower() for name in parsed]
+    expected = [n for n in _DESK_HEADERS if n in names]
+    if names != expected or len(set(names)) != len(names) or parsed.defects:
+        raise RenderError(f"header block check: unexpected headers {names}")
+    for name, value in raw_values.items():
+        got = " ".join(str(parsed.get(name, "")).split())
+        if got != value:
+            raise RenderError(f"header block check: {name} changed in serialization")
 
 
 def envelope_sender(settings: Settings) -> str:
     """MAIL FROM: the desk's From address, so bounces (DSNs naming our
     Message-ID) come back to the desk and mark the outbox row."""
-    return from_address(settings).addr_spec
+    return plain_addr_spec(email.utils.parseaddr(settings.outbound.from_)[1])

@@ -7,6 +7,8 @@ an aiosmtpd sink (tests/smtpsink.py), on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import datetime as dt
+import email
+import email.policy
 import threading
 from pathlib import Path
 from typing import Any
@@ -310,6 +312,43 @@ def test_double_encoded_inbound_subject_is_harmless(desk: App, sink: SmtpSink, t
     [got] = sink.take()
     assert "bcc" not in header_names(got.raw)
     assert got.message["Subject"].startswith("[SD-1] Hallo")
+
+
+HOSTILE_MESSAGE_IDS = [
+    # quoted-printable encoded word with CRLF: a header line of its own
+    "<=?utf-8?q?x=0D=0AX-Injected:_yes?=@a.example>",
+    # base64 with CRLFCRLF: ends the header block, HTML above the desk's body
+    "<=?utf-8?b?DQpYLUluamVjdGVkOiB5ZXMNCg0KPGgxPmV2aWw8L2gxPg==?=@a.example>",
+]
+
+
+@pytest.mark.parametrize("hostile_id", HOSTILE_MESSAGE_IDS)
+def test_hostile_message_ids_are_written_as_they_are(
+    desk: App, sink: SmtpSink, tmp_path: Path, hostile_id: str
+) -> None:
+    """A stranger's Message-ID (a valid msg-id) is repeated in In-Reply-To /
+    References of the invitation and every later mail on the ticket: as the
+    raw string it is, never decoded into header lines or a body."""
+    raw = (
+        "From: Eve <eve@evil.example>\r\nTo: servicedesk@xitrust.com\r\nSubject: Hallo\r\n"
+        f"Message-ID: {hostile_id}\r\nDate: Fri, 27 Nov 2026 09:30:00 +0100\r\n\r\nHallo\r\n"
+    ).encode()
+    ingest_raw(desk, raw, tmp_path)
+    activate(desk, "eve@evil.example", name="Eve")
+    desk.comment("SD-1", "max@xitrust.com", "Wir sehen uns das an.", internal=False)
+    flush_outbox(desk)
+    mails = sink.take()
+    assert [m.rcpt_tos for m in mails] == [("eve@evil.example",), ("eve@evil.example",)]
+    for got in mails:
+        names = header_names(got.raw)
+        assert set(names) <= DESK_HEADERS and "x-injected" not in names, names
+        head, _, body = got.raw.partition(b"\r\n\r\n")
+        assert b"X-Injected" not in head.replace(hostile_id.encode(), b"") and b"<h1>evil" not in got.raw
+        # read with compat32, which (unlike a test's default policy) decodes nothing
+        literal = email.message_from_bytes(head + b"\r\n\r\n", policy=email.policy.compat32)
+        assert hostile_id in literal["References"].split()
+        if got is mails[0]:  # the invitation answers the stranger's mail itself
+            assert literal["In-Reply-To"] == hostile_id
 
 
 # -- retries, failures, leases, concurrency ---------------------------------------------
