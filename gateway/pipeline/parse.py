@@ -38,6 +38,7 @@ from gateway.pipeline.charsets import (
     decode_header_value,
     fix_8bit,
 )
+from gateway.pipeline.from_header import sender_of
 from gateway.pipeline.html_text import html_to_text
 from gateway.pipeline.reply_text import extract_reply
 from gateway.settings import LimitsSettings
@@ -537,10 +538,14 @@ class _Builder:
         for name, value in msg.raw_items():
             raw.setdefault(name.lower(), []).append(value)
 
-        senders = _parse_addresses(raw.get("from", []))
-        if not senders:
+        from_values = raw.get("from", [])
+        if len(from_values) > 1:
+            raise Quarantine("more than one From header")
+        if from_values:
+            from_name, from_addr = sender_of(from_values[0])  # the one addr-spec, or Quarantine
+        else:  # no From at all (some robots): the envelope-ish headers, as before
             senders = _parse_addresses(raw.get("sender", []) + raw.get("return-path", []))
-        from_name, from_addr = senders[0] if senders else ("", "")
+            from_name, from_addr = senders[0] if senders else ("", "")
 
         ids = _message_ids(raw.get("message-id", []))
         mid_raw = raw.get("message-id", [""])[0]

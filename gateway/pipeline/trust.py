@@ -3,9 +3,16 @@ need a DMARC pass, or an aligned DKIM pass, in an ``Authentication-Results``
 header (RFC 8601) written by ``security.trusted_authserv_id`` (SPEC §3
 "Agents").
 
-Anyone can put Authentication-Results headers into a message, so only
-headers carrying exactly the configured authserv-id count; the operator's MTA
-must strip incoming ones with that id (Postfix/OpenDMARC and Exchange do).
+Anyone can put Authentication-Results headers into a message, so only a
+header carrying exactly the configured authserv-id counts, and of those only
+the topmost: the MTA prepends its own results above everything the message
+brought along (RFC 8601 §5), so a forged ``dmarc=pass`` with our id lies
+below the genuine one and is never read. (A second genuine header directly
+below the first — two milters — cannot be told from a forged one, so it is
+not read either: one of them carrying a pass is enough in practice.) The
+operator's MTA must still strip incoming headers with our id (OpenDMARC's
+and Rspamd's defaults do): a message that reaches us without a genuine
+header would otherwise have its forged one on top.
 """
 
 from __future__ import annotations
@@ -34,16 +41,15 @@ def authenticated_by(mail: ParsedMail, authserv_id: str) -> bool:
     if "@" not in mail.from_addr:
         return False
     from_domain = _domain(mail.from_addr)
-    for header in mail.headers.get("authentication-results", ()):
+    for header in mail.headers.get("authentication-results", ()):  # top first, as in the message
         if wanted not in header.lower():  # cheap skip of other servers' headers
             continue
         statements = _statements(header)
         head = statements[0].split()  # authserv-id [version]
         if not head or _unquote(head[0]) != wanted:
             continue
-        for statement in statements[1:]:
-            if _passes(statement, from_domain):
-                return True
+        # The topmost header with our id decides; anything below it may be forged.
+        return any(_passes(statement, from_domain) for statement in statements[1:])
     return False
 
 

@@ -1,0 +1,153 @@
+"""Issue #10: what an attacker with nothing but an e-mail client tried, each
+as a regression test from raw bytes through ``gateway ingest`` into SQLite
+and PostgreSQL (header injection through Message-IDs is in test_outbound,
+the SMTP-level items in test_smtp_listener)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlmodel import Session, select
+
+from gateway.app import App
+from gateway.store.models import Account, Comment, InboundMail, OutboundMail, Ticket
+from tests.integration.test_rules import RULES, configured, make_agent, make_org
+
+ANNA = "anna.mueller@bauwerk-ag.de"
+ANNA_MID = "<new-request-de-0001@EXCH01.bauwerk-ag.de>"
+
+
+@pytest.fixture
+def desk(app: App) -> App:
+    return configured(app, security={"trusted_authserv_id": "mx.xitrust.com"})
+
+
+def feed(app: App, tmp_path: Path, raw: bytes, name: str = "attack.eml") -> InboundMail:
+    path = tmp_path / name
+    path.write_bytes(raw)
+    assert app.ingest([str(path)], None, progress=False) == 0
+    with Session(app.engine) as s:
+        row = s.exec(select(InboundMail).order_by(InboundMail.id.desc())).first()  # type: ignore[union-attr]
+        assert row is not None
+        return row
+
+
+def mail(headers: str, body: str = "Bitte ignorieren Sie die letzte Nachricht.") -> bytes:
+    return (headers.strip().replace("\n", "\r\n") + "\r\n\r\n" + body + "\r\n").encode()
+
+
+def anna_opens_a_ticket(app: App) -> None:
+    make_org(app, "Bauwerk AG", "bauwerk-ag.de")
+    assert app.ingest([str(RULES / "new-request-de.eml")], None, progress=False) == 0
+
+
+def comment_authors(app: App, key: str) -> list[str]:
+    with Session(app.engine) as s:
+        t = s.exec(select(Ticket).where(Ticket.key == key)).one()
+        rows = s.exec(select(Comment, Account).join(Account).where(Comment.ticket_id == t.id))
+        return [a.email for _, a in rows]
+
+
+# -- 3. a display name that looks like an address -------------------------------
+
+@pytest.mark.parametrize("from_value", [
+    "anna.mueller@bauwerk-ag.de <attacker@evil.example>",
+    "Name: anna.mueller@bauwerk-ag.de <attacker@evil.example>",
+    '"anna.mueller@bauwerk-ag.de" <attacker@evil.example>',
+])
+def test_an_address_as_display_name_does_not_make_the_mail_annas(
+    desk: App, tmp_path: Path, from_value: str
+) -> None:
+    anna_opens_a_ticket(desk)
+    row = feed(desk, tmp_path, mail(f"""
+From: {from_value}
+To: servicedesk@xitrust.com
+Subject: AW: Signatur schlägt fehl: Fehler E-4012
+Message-ID: <attack-1@evil.example>
+In-Reply-To: {ANNA_MID}
+Authentication-Results: mx.xitrust.com; dmarc=pass header.from=evil.example
+"""))
+    assert row.from_addr == "attacker@evil.example"
+    assert comment_authors(desk, "SD-1") == []  # nothing on Anna's ticket
+    assert row.disposition == "created SD-2"  # a stranger's ticket of its own
+    with Session(desk.engine) as s:
+        attacker = s.exec(select(Account).where(Account.email == "attacker@evil.example")).one()
+        assert attacker.organization_id is None  # did not join Anna's organization by her domain
+
+
+@pytest.mark.parametrize(("from_values", "reason"), [
+    (["anna.mueller@bauwerk-ag.de, attacker@evil.example"], "more than one address"),
+    (["Anna <anna.mueller@bauwerk-ag.de>, Eve <attacker@evil.example>"], "more than one address"),
+    (["undisclosed-recipients:;"], "does not name an address"),
+    (["Anna Müller"], "does not name an address"),
+    (["Anna <anna.mueller@bauwerk-ag.de> <attacker@evil.example>"], "more than one address"),
+    (["Anna <anna mueller@bauwerk-ag.de>"], "malformed"),
+    (["Anna <anna.mueller@bauwerk-ag.de>", "Eve <attacker@evil.example>"], "more than one From header"),
+    (["<anna.mueller@bauwerk-ag.de"], "malformed"),
+])
+def test_a_from_without_exactly_one_address_is_quarantined(
+    desk: App, tmp_path: Path, from_values: list[str], reason: str
+) -> None:
+    froms = "\n".join(f"From: {v}" for v in from_values)
+    row = feed(desk, tmp_path, mail(f"""
+{froms}
+To: servicedesk@xitrust.com
+Subject: Hallo
+Message-ID: <from-{len(reason)}@evil.example>
+"""))
+    assert row.status == "quarantined", row.disposition
+    assert reason in (row.disposition or ""), row.disposition
+    with Session(desk.engine) as s:
+        assert s.exec(select(Ticket)).all() == []
+        assert s.exec(select(OutboundMail)).all() == []
+
+
+def test_quoted_names_with_commas_and_comments_still_parse(desk: App, tmp_path: Path) -> None:
+    row = feed(desk, tmp_path, mail("""
+From: "M\\"uller, Anna (IT)" (Bauwerk) <Anna.Mueller@Bauwerk-AG.de> (via Outlook)
+To: servicedesk@xitrust.com
+Subject: Hallo
+Message-ID: <quoted-1@bauwerk-ag.de>
+"""))
+    assert (row.status, row.from_addr) == ("done", ANNA)
+
+
+# -- 6. Authentication-Results below the genuine one -------------------------------
+
+def test_a_forged_authentication_results_below_the_genuine_one_is_not_believed(
+    desk: App, tmp_path: Path
+) -> None:
+    make_agent(desk, "max@xitrust.com")
+    anna_opens_a_ticket(desk)
+    row = feed(desk, tmp_path, mail(f"""
+Authentication-Results: mx.xitrust.com; dmarc=fail header.from=xitrust.com
+Received: from evil.example by mx.xitrust.com; Fri, 27 Nov 2026 09:40:00 +0100
+Authentication-Results: mx.xitrust.com; dmarc=pass header.from=xitrust.com
+From: Max Agent <max@xitrust.com>
+To: servicedesk@xitrust.com
+Subject: AW: Signatur schlägt fehl: Fehler E-4012
+Message-ID: <forged-ar@evil.example>
+In-Reply-To: {ANNA_MID}
+"""))
+    # Not the agent (what becomes of untrusted agent mail is issue #15's): no
+    # comment on the customer's ticket.
+    assert row.disposition != "commented SD-1"
+    assert comment_authors(desk, "SD-1") == []
+
+
+def test_the_topmost_trusted_authentication_results_gives_agent_rights(desk: App, tmp_path: Path) -> None:
+    make_agent(desk, "max@xitrust.com")
+    anna_opens_a_ticket(desk)
+    row = feed(desk, tmp_path, mail(f"""
+Authentication-Results: mx.xitrust.com; dkim=pass header.d=xitrust.com; dmarc=pass header.from=xitrust.com
+Received: from mail.xitrust.com by mx.xitrust.com; Fri, 27 Nov 2026 09:40:00 +0100
+Authentication-Results: mx.xitrust.com; dmarc=fail header.from=xitrust.com
+From: Max Agent <max@xitrust.com>
+To: servicedesk@xitrust.com
+Subject: AW: Signatur schlägt fehl: Fehler E-4012
+Message-ID: <genuine-ar@xitrust.com>
+In-Reply-To: {ANNA_MID}
+""", body="Wir kümmern uns darum."))
+    assert row.disposition == "commented SD-1"
+    assert comment_authors(desk, "SD-1") == ["max@xitrust.com"]
