@@ -147,6 +147,22 @@ def normalize_address(addr: str) -> str:
     return addr.strip().strip("<>").strip().lower()
 
 
+def without_subaddress(addr: str) -> str:
+    """``servicedesk+sd-12@xitrust.com`` -> ``servicedesk@xitrust.com``: the
+    mailbox a sub-address (RFC 5233, ``+tag``) is delivered to."""
+    local, at, domain = addr.rpartition("@")
+    base = local.split("+", 1)[0]
+    return f"{base}@{domain}" if at and base else addr
+
+
+def is_desk_address(addr: str, desk: frozenset[str]) -> bool:
+    """Whether ``addr`` is one of the desk's own addresses (``desk``,
+    normalised) or a sub-address of one: mail to it is the desk's, mail
+    from it is the desk's own (a loop)."""
+    normalized = normalize_address(addr)
+    return normalized in desk or without_subaddress(normalized) in desk
+
+
 def normalize_message_id(mid: str) -> str:
     """``<id>`` form of a Message-ID; whitespace removed."""
     mid = "".join(mid.split())

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gateway.config_peek import DEFAULT_DESK_ADDRESS, DEFAULT_LOCAL_SOCKET
-from gateway.domain import RequestType, normalize_address
+from gateway.domain import RequestType, normalize_address, without_subaddress
 
 FREE_MAIL_DOMAINS = frozenset(
     {
@@ -253,7 +253,8 @@ class Settings(BaseSettings):
 
     def request_type_for(self, recipient: str | None) -> RequestType:
         if recipient:
-            rt = self.routing.get(normalize_address(recipient))
+            addr = normalize_address(recipient)
+            rt = self.routing.get(addr) or self.routing.get(without_subaddress(addr))
             if rt is not None:
                 return rt
         return RequestType.other

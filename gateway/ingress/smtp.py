@@ -39,7 +39,13 @@ from typing import Any
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session as SmtpSession, syntax
 
-from gateway.domain import RequestType, TemporaryFailure, normalize_address
+from gateway.domain import (
+    RequestType,
+    TemporaryFailure,
+    is_desk_address,
+    normalize_address,
+    without_subaddress,
+)
 from gateway.ingress.smtp_data import read_data
 from gateway.ingress.sniff import check_message
 from gateway.ingress.spool import Spool, SpoolItem
@@ -234,10 +240,19 @@ class DeskHandler:
 
     # -- end ops --
 
+    async def handle_EHLO(
+        self, server: SMTP, session: SmtpSession, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        """aiosmtpd's EHLO answer without AUTH: it offers LOGIN and PLAIN
+        after STARTTLS although the desk has no accounts to log in with.
+        Advertise only what works."""
+        session.host_name = hostname  # what aiosmtpd does when there is no hook
+        return [r for r in responses if not r[4:].upper().startswith("AUTH")]
+
     async def handle_RCPT(
         self, server: SMTP, session: SmtpSession, envelope: Envelope, address: str, rcpt_options: list[str]
     ) -> str:
-        if not self.local and normalize_address(address) not in self.config.desk_addresses:
+        if not self.local and not is_desk_address(address, self.config.desk_addresses):
             self.count("rejected", "unknown_recipient")
             return R_NO_SUCH_USER
         if len(envelope.rcpt_tos) >= self.config.max_recipients:
@@ -295,7 +310,8 @@ class DeskHandler:
         address)."""
         addresses = [normalize_address(a) for a in rcpt_tos]
         for addr in addresses:
-            if self.config.routing.get(addr, RequestType.other) != RequestType.other:
+            routed = self.config.routing.get(addr) or self.config.routing.get(without_subaddress(addr))
+            if routed not in (None, RequestType.other):
                 return addr
         return addresses[0] if addresses else None
 
@@ -335,7 +351,8 @@ class _GatewayMixin(SMTP):
     def __init__(
         self, handler: DeskHandler, *, tracker: ConnectionTracker, data_timeout: float, **kwargs: Any
     ) -> None:
-        super().__init__(handler, **kwargs)
+        # No AUTH mechanisms: the listener takes mail for the desk, nobody logs in.
+        super().__init__(handler, auth_exclude_mechanism=["LOGIN", "PLAIN"], **kwargs)
         self._tracker = tracker
         self._data_timeout = data_timeout
         self._peer_ip = ""

@@ -39,7 +39,7 @@ import aiosmtplib
 import jinja2
 from sqlalchemy import Connection, Engine, func, or_, select, update
 
-from gateway.domain import AccountState, OutboxStatus
+from gateway.domain import AccountState, OutboxStatus, is_desk_address
 from gateway.outbound.render import (
     OutboxRow,
     Renderer,
@@ -336,7 +336,7 @@ class OutboxSender:
 
     def _refusal(self, conn: Connection, row: OutboxRow, now: dt.datetime) -> str | None:
         """Why this row must not be sent at all, or None."""
-        if row.to_addr in self.settings.desk_addresses():
+        if is_desk_address(row.to_addr, self.settings.desk_addresses()):
             return "not sent: the recipient is the desk itself"
         account = repo.account_by_email(conn, row.to_addr)
         if account is not None:

@@ -10,7 +10,14 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection
 
-from gateway.domain import ParsedAttachment, ParsedMail, Priority, RequestType, TicketStatus
+from gateway.domain import (
+    ParsedAttachment,
+    ParsedMail,
+    Priority,
+    RequestType,
+    TicketStatus,
+    is_desk_address,
+)
 from gateway.pipeline.fields import ExtractedFields
 from gateway.pipeline.identify import Sender, create_account, domain_of, organization_for_domain
 from gateway.settings import Settings
@@ -76,7 +83,7 @@ def _add_participants(
         return
     desk = settings.desk_addresses()
     for address in dict.fromkeys([*mail.to, *mail.cc]):
-        if address in desk or address == sender.account.email or "@" not in address:
+        if is_desk_address(address, desk) or address == sender.account.email or "@" not in address:
             continue
         account = repo.account_by_email(conn, address)
         if account is None:

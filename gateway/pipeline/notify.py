@@ -15,7 +15,7 @@ import datetime as dt
 
 from sqlalchemy import Connection
 
-from gateway.domain import AccountState, OutboxStatus
+from gateway.domain import AccountState, OutboxStatus, is_desk_address
 from gateway.pipeline.apply import Applied
 from gateway.settings import Settings
 from gateway.store import repo
@@ -30,7 +30,7 @@ def _mailable(account: AccountRow, settings: Settings) -> bool:
         account.state != AccountState.disabled
         and not account.is_robot
         and account.bounced_at is None
-        and account.email not in settings.desk_addresses()
+        and not is_desk_address(account.email, settings.desk_addresses())
     )
 
 

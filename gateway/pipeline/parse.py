@@ -41,11 +41,15 @@ from gateway.pipeline.charsets import (
 from gateway.pipeline.from_header import sender_of
 from gateway.pipeline.html_text import html_to_text
 from gateway.pipeline.reply_text import extract_reply
+from gateway.pipeline.screen import SCREEN_HEADERS
+from gateway.pipeline.trust import TRUST_HEADERS
 from gateway.settings import LimitsSettings
 
-# Headers later stages look at (screen: robots and loops; identify: trust;
-# fields: priority). Values are decoded; every occurrence is kept.
-KEPT_HEADERS = (
+# Headers later stages look at. Values are decoded; every occurrence is kept.
+# The stages that decide on robots and trust name their own headers, and the
+# parser keeps those: one list each, so a header cannot be checked by the
+# screen but dropped by the parser (X-Mail-Autoreply once was).
+_OTHER_KEPT = (
     "auto-submitted",
     "precedence",
     "x-autoreply",
@@ -74,6 +78,7 @@ KEPT_HEADERS = (
     "x-spam-flag",
     "x-spam-status",
 )
+KEPT_HEADERS = tuple(dict.fromkeys([*_OTHER_KEPT, *sorted(SCREEN_HEADERS), *sorted(TRUST_HEADERS)]))
 
 _MIMETYPES = mimetypes.MimeTypes()  # built-in table only: no /etc/mime.types, same on every host
 _EXTENSIONS = {

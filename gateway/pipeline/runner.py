@@ -42,7 +42,7 @@ from gateway.pipeline import apply, notify
 from gateway.pipeline.fields import extract_fields
 from gateway.pipeline.identify import create_accounts_ahead, identify, new_sender
 from gateway.pipeline.parse import parse_mail
-from gateway.pipeline.screen import screen
+from gateway.pipeline.screen import is_spam, screen
 from gateway.pipeline.thread import candidate_ids, find_ticket
 from gateway.pipeline.trust import authenticated_by
 from gateway.settings import LimitsSettings, Settings
@@ -373,7 +373,9 @@ class Runner:
             mail = parsed.mail
             if mail is None:
                 continue
-            if screen(mail, desk_addresses=self.desk_addresses, envelope_from=job.envelope_from) is not None:
+            if is_spam(mail) or screen(
+                mail, desk_addresses=self.desk_addresses, envelope_from=job.envelope_from
+            ) is not None:
                 continue
             sender = new_sender(mail, self.settings)
             if sender is not None:
@@ -454,6 +456,8 @@ class Runner:
                 failed = [normalize_address(a) for a in report.failed_recipients]
                 repo.mark_bounced(conn, failed, report.original_message_id, report.status or "failed")
             raise Ignore(reason)
+        if is_spam(mail):
+            raise Quarantine("marked as spam by the MTA (X-Spam-Flag / X-Spam)")
         trusted = job.trusted or authenticated_by(mail, settings.security.trusted_authserv_id)
         sender = identify(conn, mail, settings, trusted)
         match = find_ticket(conn, mail, sender, settings.desk.ticket_prefix)

@@ -151,3 +151,79 @@ In-Reply-To: {ANNA_MID}
 """, body="Wir kümmern uns darum."))
     assert row.disposition == "commented SD-1"
     assert comment_authors(desk, "SD-1") == ["max@xitrust.com"]
+
+
+# -- 9. robots, sub-addresses, spam ------------------------------------------------
+
+# Every robot marker SPEC §3 lists, as raw header lines: none may create a
+# ticket, an account or a mail.
+ROBOT_HEADERS = [
+    "Auto-Submitted: auto-replied",
+    "Auto-Submitted: auto-generated",
+    "Precedence: bulk",
+    "Precedence: junk",
+    "Precedence: list",
+    "X-Autoreply: yes",
+    "X-Autorespond: Out of office",
+    "X-Mail-Autoreply: yes",
+    "X-Autoreply-From: eve@evil.example",
+    "List-Id: <newsletter.evil.example>",
+    "Return-Path: <>",
+    "Return-Path: <MAILER-DAEMON@evil.example>",
+]
+
+
+@pytest.mark.parametrize("robot_header", ROBOT_HEADERS)
+def test_robot_markers_from_raw_bytes_have_no_effect(desk: App, tmp_path: Path, robot_header: str) -> None:
+    row = feed(desk, tmp_path, mail(f"""
+{robot_header}
+From: Eve <eve@evil.example>
+To: servicedesk@xitrust.com
+Subject: Hallo
+Message-ID: <robot@evil.example>
+"""))
+    assert row.status == "ignored", (robot_header, row.disposition)
+    with Session(desk.engine) as s:
+        assert s.exec(select(Ticket)).all() == []
+        assert s.exec(select(Account)).all() == []
+        assert s.exec(select(OutboundMail)).all() == []
+
+
+@pytest.mark.parametrize("sender", ["servicedesk+sd-1@xitrust.com", "SERVICEDESK+x@XiTrust.com"])
+def test_mail_from_a_sub_address_of_the_desk_is_a_loop(desk: App, tmp_path: Path, sender: str) -> None:
+    row = feed(desk, tmp_path, mail(f"""
+From: XiTrust Servicedesk <{sender}>
+To: servicedesk@xitrust.com
+Subject: [SD-1] Neue Antwort
+Message-ID: <loop@xitrust.com>
+"""))
+    assert (row.status, row.disposition) == ("ignored", "ignored: loop")
+
+
+@pytest.mark.parametrize("flag", ["X-Spam-Flag: YES", "X-Spam: Yes"])
+def test_mail_the_mta_marked_as_spam_is_quarantined_without_reply(
+    desk: App, tmp_path: Path, flag: str
+) -> None:
+    row = feed(desk, tmp_path, mail(f"""
+{flag}
+From: Eve <eve@evil.example>
+To: servicedesk@xitrust.com
+Subject: Cheap watches
+Message-ID: <spam@evil.example>
+"""))
+    assert row.status == "quarantined" and "spam" in (row.disposition or ""), row.disposition
+    with Session(desk.engine) as s:
+        assert s.exec(select(Account)).all() == []
+        assert s.exec(select(OutboundMail)).all() == []
+
+
+def test_x_spam_flag_no_is_normal_mail(desk: App, tmp_path: Path) -> None:
+    row = feed(desk, tmp_path, mail("""
+X-Spam-Flag: NO
+X-Spam-Status: No, score=-1.0
+From: Anna <anna.mueller@bauwerk-ag.de>
+To: servicedesk@xitrust.com
+Subject: Hallo
+Message-ID: <ham@bauwerk-ag.de>
+"""))
+    assert row.disposition == "created SD-1"

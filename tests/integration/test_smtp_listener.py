@@ -147,6 +147,19 @@ def test_recipients_case_insensitive_alias_wins_and_no_relay(app: App, listener:
     assert row.recipient == ALIAS  # the routing alias picks the request type
 
 
+def test_sub_addresses_of_desk_addresses_are_the_desk(app: App, listener: RunningListener) -> None:
+    with listener.client() as c:
+        c.ehlo("mx.example.net")
+        assert c.mail("anna@bauwerk-ag.de")[0] == 250
+        assert c.rcpt("servicedesk+sd-12@xitrust.com")[0] == 250
+        assert c.rcpt("support-tech+x@XiTrust.com")[0] == 250
+        assert c.rcpt("+x@xitrust.com")[0] == 550
+        assert c.rcpt("servicedesk+x@evil.example")[0] == 550
+        assert c.data(message())[0] == 250
+    (row,) = spooled(app)
+    assert row.recipient == "support-tech+x@xitrust.com"  # routed by its alias
+
+
 def test_relay_attempt_with_only_foreign_recipients_is_refused(app: App, listener: RunningListener) -> None:
     with listener.client() as c, pytest.raises(smtplib.SMTPRecipientsRefused) as exc:
         c.sendmail("spammer@example.com", ["victim@example.org"], message())
@@ -310,6 +323,9 @@ def test_starttls_then_mail(app: App, tmp_path: Path) -> None:
         assert c.starttls(context=client_tls(cert))[0] == 220
         c.ehlo("mx")
         assert not c.has_extn("starttls")
+        # No AUTH offered (nobody logs in to the desk), and none accepted.
+        assert not c.has_extn("auth"), c.esmtp_features
+        assert c.docmd("AUTH", "PLAIN AGFub24AeA==")[0] == 504
         assert c.sendmail("anna@bauwerk-ag.de", [DESK], message()) == {}
     assert len(spooled(app)) == 1
 
