@@ -5,6 +5,7 @@ the queue. Exit codes follow sysexits, as an MTA's pipe transport expects:
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 from collections.abc import Iterator, Sequence
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from gateway.app import App
 
 EX_OK, EX_DATAERR, EX_NOINPUT, EX_TEMPFAIL = 0, 65, 66, 75
+log = logging.getLogger("gateway.ingest")
 SPOOL_BATCH = 200  # messages per durable commit
 
 
@@ -70,6 +72,9 @@ class _Spooler(threading.Thread):
             self._commit(batch)
         except (SourceError, TemporaryFailure) as exc:
             self.failure = exc
+        except Exception as exc:  # noqa: BLE001 - a bug: never "exit 0" for mail that was not committed
+            log.debug("spooling failed", exc_info=True)  # GATEWAY_LOG_LEVEL=debug shows it
+            self.failure = TemporaryFailure(f"internal error while spooling ({type(exc).__name__})")
         finally:
             self.finished.set()
             self.more.set()

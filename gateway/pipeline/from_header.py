@@ -21,6 +21,7 @@ from gateway.pipeline.charsets import FOLD, decode_header_value, fix_8bit
 
 _UNCLOSED = "\0unclosed"  # marks an angle address that never closed
 MAX_FROM = 4096  # characters of an unfolded From value; real ones are far shorter
+MAX_ADDRESS = 254  # RFC 5321 4.5.3.1.3: the longest path that can be delivered
 
 
 def sender_of(value: str) -> tuple[str, str]:
@@ -44,6 +45,8 @@ def sender_of(value: str) -> tuple[str, str]:
         raise Quarantine("From header does not name an address")
     if not _is_addr_spec(addr):
         raise Quarantine("From header's address is malformed")
+    if len(addr) > MAX_ADDRESS:
+        raise Quarantine(f"From header's address is longer than {MAX_ADDRESS} characters")
     return name, normalize_address(addr)
 
 

@@ -6,8 +6,20 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, LargeBinary, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Dialect,
+    Index,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
+from sqlmodel.sql.sqltypes import AutoString
 
 
 def utcnow() -> dt.datetime:
@@ -238,3 +250,52 @@ class ImapCursor(SQLModel, table=True):
     last_success_at: dt.datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     last_error: str | None = None
     last_error_at: dt.datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
+# -- text from mail in text columns ----------------------------------------------
+
+
+class SafeText(TypeDecorator[str]):
+    """Every text column: values are written without NUL characters (which
+    PostgreSQL's text types cannot hold: one NUL in a Message-ID once failed
+    a whole spool batch), without lone surrogates (not encodable), and cut
+    to the column's length (PostgreSQL refuses a longer value; SQLite would
+    keep it). Mail text needs all three; for any other value they change
+    nothing. The same on both backends, so what SQLite stores PostgreSQL
+    stores."""
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, length: int | None = None) -> None:
+        super().__init__(length)
+        self.length = length
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        if "\x00" in value:
+            value = value.replace("\x00", "")
+        length = self.length
+        if length is not None and len(value) > length:
+            value = value[:length]
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                value = value.encode("utf-8", "replace").decode("utf-8")
+        return value
+
+
+def _safe_text_columns() -> None:
+    """Give every string column of the tables above the SafeText type (same
+    SQL type and length, so the migrations are unchanged). Done once at
+    import, before any statement is compiled."""
+    for table in SQLModel.metadata.tables.values():
+        for column in table.columns:
+            if isinstance(column.type, String | AutoString) and not isinstance(column.type, SafeText):
+                length = getattr(column.type, "length", None)
+                column.type = SafeText(length)
+
+
+_safe_text_columns()

@@ -227,3 +227,58 @@ Subject: Hallo
 Message-ID: <ham@bauwerk-ag.de>
 """))
     assert row.disposition == "created SD-1"
+
+
+# -- 5. bytes PostgreSQL's text columns cannot hold -----------------------------------
+
+def _nul_mail(n: int) -> bytes:
+    long_id = "x" * 3000
+    return (
+        f"From: Eve\x00 Evil <eve{n}@evil.example>\r\nTo: servicedesk@xitrust.com\r\n"
+        f"Subject: Hallo\x00Welt {'y' * 1200}\r\n"
+        f"Message-ID: <nul\x00{n}@evil.example>\r\n"
+        f"References: <{long_id}@evil.example> <ok{n}@evil.example>\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+        "--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nText mit \x00 NUL\r\n"
+        f"--b\r\nContent-Type: application/x-{'z' * 400}\x00; name=\"a\x00b.pdf\"\r\n"
+        "Content-Disposition: attachment; filename=\"a\x00b.pdf\"\r\n\r\nPDF\r\n--b--\r\n"
+    ).encode("latin-1")
+
+
+def test_nul_bytes_and_overlong_values_are_stored_on_every_backend(desk: App, tmp_path: Path) -> None:
+    """NUL in a Message-ID once made PostgreSQL fail the spool insert:
+    `gateway ingest` printed a traceback and exited 0 having committed
+    nothing (an mbox lost all its messages). Any bytes that SQLite takes,
+    PostgreSQL takes, and one message never fails its batch."""
+    mbox = tmp_path / "three.mbox"
+    parts = [b"From MAILER-DAEMON Fri Nov 27 09:30:00 2026\n" + raw.replace(b"\r\n", b"\n") + b"\n"
+             for raw in (mail("From: Anna <anna@bauwerk-ag.de>\nSubject: eins\nMessage-ID: <one@b.de>"),
+                         _nul_mail(1),
+                         mail("From: Anna <anna@bauwerk-ag.de>\nSubject: drei\nMessage-ID: <three@b.de>"))]
+    mbox.write_bytes(b"".join(parts))
+    assert desk.ingest([str(mbox)], None, progress=False) == 0
+    with Session(desk.engine) as s:
+        rows = s.exec(select(InboundMail).order_by(InboundMail.id)).all()  # type: ignore[arg-type]
+        assert [r.status for r in rows] == ["done", "done", "done"], [r.disposition for r in rows]
+        evil = rows[1]
+        assert evil.message_id is not None and "\x00" not in evil.message_id
+        tickets = s.exec(select(Ticket).order_by(Ticket.id)).all()  # type: ignore[arg-type]
+        assert len(tickets) == 3 and "\x00" not in tickets[1].summary
+
+
+def test_ingest_never_exits_0_for_mail_it_did_not_commit(
+    desk: App, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Whatever goes wrong while spooling (here: a bug injected into the
+    spool), the exit code tells the MTA to try again."""
+    from gateway.ingress.spool import Spool
+
+    def broken(self: Spool, items: object) -> list[int]:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(Spool, "put_many", broken)
+    path = tmp_path / "m.eml"
+    path.write_bytes(mail("From: Anna <anna@bauwerk-ag.de>\nSubject: x\nMessage-ID: <bug@b.de>"))
+    assert desk.ingest([str(path)], None, progress=False) == 75
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "temporary failure: internal error while spooling (RuntimeError)" in err

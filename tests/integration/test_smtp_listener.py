@@ -147,6 +147,18 @@ def test_recipients_case_insensitive_alias_wins_and_no_relay(app: App, listener:
     assert row.recipient == ALIAS  # the routing alias picks the request type
 
 
+def test_nul_in_the_message_id_is_accepted_on_every_backend(app: App, listener: RunningListener) -> None:
+    """Issue #10.5: on PostgreSQL this was a 451 forever (a text column
+    cannot hold NUL), and it failed every message committed with it."""
+    raw = message().replace(b"Message-ID: <", b"Message-ID: <nul\x00")
+    assert b"\x00" in raw
+    with listener.client() as c:
+        assert c.sendmail("anna@bauwerk-ag.de", [DESK], raw) == {}
+    (row,) = spooled(app)
+    assert row.message_id is not None and "\x00" not in row.message_id
+    assert raw_of(app, row) == raw  # the raw bytes are kept as they came
+
+
 def test_sub_addresses_of_desk_addresses_are_the_desk(app: App, listener: RunningListener) -> None:
     with listener.client() as c:
         c.ehlo("mx.example.net")
