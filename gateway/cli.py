@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("email", metavar="EMAIL")
     p = command(account, "signup", "cmd_account_signup", "send a signup confirmation link to an address")
     p.add_argument("email", metavar="EMAIL")
+    p = command(account, "unbounce", "cmd_account_unbounce",
+                "mail an address again that was marked bounced (it works again)")
+    p.add_argument("email", metavar="EMAIL")
     p = command(account, "confirm", "cmd_account_confirm", "complete a signup with the token from its link")
     p.add_argument("token", metavar="TOKEN")
     p.add_argument("--name", required=True, metavar="NAME", help="the account holder's name")

@@ -397,6 +397,19 @@ def cmd_outbox_flush(app: App, args: argparse.Namespace) -> int:
     return EX_OK
 
 
+def cmd_account_unbounce(app: App, args: argparse.Namespace) -> int:
+    from gateway.domain import normalize_address
+    from gateway.store import repo
+
+    email = normalize_address(args.email)
+    with transaction(app.engine) as session:
+        views.get_account(session, email)  # NotFound (exit 1) for an unknown address
+        cleared = repo.clear_bounce(session.connection(), email)
+    state = "no longer marked bounced; it gets mail again" if cleared else "was not marked bounced"
+    print(f"{email}: {state}")
+    return EX_OK
+
+
 def cmd_account_signup(app: App, args: argparse.Namespace) -> int:
     from gateway.signup import SignupError
 

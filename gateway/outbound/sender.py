@@ -39,6 +39,7 @@ import aiosmtplib
 import jinja2
 from sqlalchemy import Connection, Engine, func, or_, select, update
 
+from gateway import verp
 from gateway.domain import AccountState, OutboxStatus, is_desk_address
 from gateway.outbound.render import (
     OutboxRow,
@@ -195,6 +196,7 @@ class Prepared:
     to_addr: str
     data: bytes
     token: str | None
+    mail_from: str  # the VERP return path of this row
 
 
 class OutboxSender:
@@ -278,7 +280,7 @@ class OutboxSender:
         if isinstance(prepared, str):
             return prepared
         try:
-            await self.transport.send(prepared.data, self.mail_from, prepared.to_addr)
+            await self.transport.send(prepared.data, prepared.mail_from, prepared.to_addr)
         except TransientSendError as exc:
             log.warning("outbox=%s to=%s: attempt %s failed: %s", row_id, prepared.to_addr, attempt, exc)
             return await asyncio.to_thread(self.finish_error, prepared, str(exc), False)
@@ -400,7 +402,8 @@ class OutboxSender:
         )
         msg = self.renderer.render(ctx, now)
         self._set(conn, row.id, attempt, message_id=message_id, subject=str(msg["Subject"])[:998])
-        return Prepared(row.id, attempt, row.to_addr, msg.as_bytes(), token)
+        mail_from = verp.return_path(self.mail_from, row.id, message_id)
+        return Prepared(row.id, attempt, row.to_addr, msg.as_bytes(), token, mail_from)
 
     def _expired(self, row: OutboxRow, now: dt.datetime) -> bool:
         return now - as_utc(row.created_at) >= dt.timedelta(hours=self.settings.outbound.max_retry_hours)

@@ -10,6 +10,7 @@ to the quarantine with the reason (Mailman's shunt queue),
 from __future__ import annotations
 
 import collections
+import dataclasses
 import datetime as dt
 import email.parser
 import email.policy
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import IntegrityError
 
+from gateway import verp
 from gateway.domain import (
     Disposition,
     Ignore,
@@ -451,15 +453,17 @@ class Runner:
             raise Ignore(f"duplicate of mail {earlier}")
         reason = screen(mail, desk_addresses=self.desk_addresses, envelope_from=job.envelope_from)
         if reason is not None:
-            if reason == "bounce" and mail.report is not None:
-                report = mail.report
-                failed = [normalize_address(a) for a in report.failed_recipients]
-                repo.mark_bounced(conn, failed, report.original_message_id, report.status or "failed")
+            if reason == "bounce":
+                reason = self._bounce(conn, mail, job)
             raise Ignore(reason)
         if is_spam(mail):
             raise Quarantine("marked as spam by the MTA (X-Spam-Flag / X-Spam)")
         trusted = job.trusted or authenticated_by(mail, settings.security.trusted_authserv_id)
         sender = identify(conn, mail, settings, trusted)
+        if sender.account.bounced_at is not None:
+            # A person writes from the address: it works again (SPEC §3).
+            repo.clear_bounce(conn, sender.account.email)
+            sender = dataclasses.replace(sender, account=dataclasses.replace(sender.account, bounced_at=None))
         match = find_ticket(conn, mail, sender, settings.desk.ticket_prefix)
         if match.ticket is None:
             applied = apply.create_ticket(
@@ -481,6 +485,19 @@ class Runner:
         )
         notify.notify_commented(conn, settings, applied, sender.account, job.id)
         return Disposition.commented(applied.ticket.key, applied.ticket.id)
+
+    @staticmethod
+    def _bounce(conn: Connection, mail: ParsedMail, job: Job) -> str:
+        """The disposition of a bounce, after marking the desk mail it is
+        about (only when it names that mail's recipient as failed)."""
+        report = mail.report
+        if report is None:  # a bounce without a DSN part: nothing names a recipient
+            return "bounce (no delivery report)"
+        failed = [normalize_address(a) for a in report.failed_recipients]
+        marked = repo.record_bounce(
+            conn, failed, report.original_message_id, verp.parse(job.recipient), report.status or "failed"
+        )
+        return "bounce" if marked else "bounce (of no mail the desk sent to a failed recipient)"
 
     # -- bookkeeping -----------------------------------------------------
     @staticmethod

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, case, func, insert, select, update
 
+from gateway import verp
 from gateway.domain import MailStatus
 from gateway.store.db import dialect_insert
 from gateway.store.models import (
@@ -115,8 +116,15 @@ _ORG_BY_DOMAIN = (
     .join(ORG_DOMAIN, ORG_DOMAIN.c.organization_id == ORG.c.id)
     .where(ORG_DOMAIN.c.domain == bindparam("domain"))
 )
-_BOUNCE_OUTBOX = update(OUTBOX).where(OUTBOX.c.message_id == bindparam("b_mid"))
-_BOUNCE_ACCOUNTS = update(ACCOUNT).where(ACCOUNT.c.email.in_(_in("b_emails")))
+_OUTBOX_FOR_BOUNCE = select(OUTBOX.c.id, OUTBOX.c.to_addr, OUTBOX.c.message_id)
+_OUTBOX_FOR_BOUNCE_BY_ID = _OUTBOX_FOR_BOUNCE.where(OUTBOX.c.id == bindparam("b_id"))
+_OUTBOX_FOR_BOUNCE_BY_MID = _OUTBOX_FOR_BOUNCE.where(OUTBOX.c.message_id == bindparam("b_mid")).limit(1)
+_BOUNCE_OUTBOX = update(OUTBOX).where(OUTBOX.c.id == bindparam("b_id"))
+_BOUNCE_ACCOUNT = update(ACCOUNT).where(ACCOUNT.c.email == bindparam("b_email"))
+_UNBOUNCE_ACCOUNT = (
+    update(ACCOUNT).where(ACCOUNT.c.email == bindparam("b_email")).where(ACCOUNT.c.bounced_at.is_not(None))
+    .values(bounced_at=None)
+)
 _TICKET_BY_ID = select(*_TICKET_COLS).where(TICKET.c.id == bindparam("b_id"))
 _TICKET_BY_KEY = select(*_TICKET_COLS).where(TICKET.c.key == bindparam("b_key"))
 _TICKETS_BY_NUMBER = select(*_TICKET_COLS).where(TICKET.c.number.in_(_in("numbers")))
@@ -237,16 +245,37 @@ def org_by_domain(conn: Connection, domain: str) -> OrgRow | None:
     return OrgRow(*row) if row else None
 
 
-def mark_bounced(
-    conn: Connection, addresses: Sequence[str], original_message_id: str | None, status: str
-) -> None:
-    if original_message_id:
-        conn.execute(
-            _BOUNCE_OUTBOX,
-            {"b_mid": original_message_id, "status": "bounced", "last_error": f"bounced: {status}"},
-        )
-    if addresses:
-        conn.execute(_BOUNCE_ACCOUNTS, {"b_emails": list(addresses), "bounced_at": utcnow()})
+def record_bounce(
+    conn: Connection,
+    failed: Sequence[str],
+    original_message_id: str | None,
+    verp_row: tuple[int, str] | None,
+    status: str,
+) -> str | None:
+    """Mark the desk mail a bounce is about, and its recipient's address, as
+    bounced; returns that address, or None when the bounce refers to no desk
+    mail or does not name its recipient as failed (a forged bounce would
+    otherwise silence any customer). The mail is found by the VERP return
+    path the bounce was sent to (``verp_row``: id and token), else by the
+    Message-ID of the returned headers."""
+    row = None
+    if verp_row is not None:
+        found = conn.execute(_OUTBOX_FOR_BOUNCE_BY_ID, {"b_id": verp_row[0]}).first()
+        if found is not None and found.message_id and verp.token(found.message_id) == verp_row[1]:
+            row = found
+    if row is None and original_message_id:
+        row = conn.execute(_OUTBOX_FOR_BOUNCE_BY_MID, {"b_mid": original_message_id}).first()
+    if row is None or row.to_addr not in failed:
+        return None
+    conn.execute(_BOUNCE_OUTBOX, {"b_id": row.id, "status": "bounced", "last_error": f"bounced: {status}"})
+    conn.execute(_BOUNCE_ACCOUNT, {"b_email": row.to_addr, "bounced_at": utcnow()})
+    return str(row.to_addr)
+
+
+def clear_bounce(conn: Connection, email: str) -> bool:
+    """The address works again (it wrote to us, or an operator says so);
+    True when it was marked bounced."""
+    return bool(conn.execute(_UNBOUNCE_ACCOUNT, {"b_email": email}).rowcount)
 
 
 # -- tickets ---------------------------------------------------------------------

@@ -282,3 +282,108 @@ def test_ingest_never_exits_0_for_mail_it_did_not_commit(
     assert desk.ingest([str(path)], None, progress=False) == 75
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "temporary failure: internal error while spooling (RuntimeError)" in err
+
+
+# -- 2. forged bounces ------------------------------------------------------------------
+
+def dsn(failed: str, *, original_id: str | None, tag: str = "",
+        sender: str = "MAILER-DAEMON@mx.evil.example") -> bytes:
+    returned = (
+        "--b\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+        f"From: servicedesk@xitrust.com\r\nTo: {failed}\r\nMessage-ID: {original_id}\r\n\r\n"
+        if original_id else ""
+    )
+    return (
+        f"From: Mail Delivery System <{sender}>\r\nTo: servicedesk@xitrust.com\r\n"
+        "Subject: Undelivered Mail Returned to Sender\r\nMessage-ID: <dsn-%s@mx.evil.example>\r\n"
+        "Auto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n"
+        "Content-Type: multipart/report; report-type=delivery-status; boundary=b\r\n\r\n"
+        "--b\r\nContent-Type: text/plain\r\n\r\nCould not deliver.\r\n"
+        "--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.evil.example\r\n\r\n"
+        f"Final-Recipient: rfc822; {failed}\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n"
+        f"{returned}--b--\r\n"
+    ).encode() % (tag + str(abs(hash((failed, original_id))))).encode()
+
+
+def bounced(app: App, email: str) -> bool:
+    with Session(app.engine) as s:
+        return s.exec(select(Account).where(Account.email == email)).one().bounced_at is not None
+
+
+def sent_invitation(app: App) -> OutboundMail:
+    """Anna's ticket, and the desk's mail to her as the sender records it."""
+    from gateway.outbound.sender import flush_outbox
+
+    anna_opens_a_ticket(app)
+    flush_outbox(app)
+    with Session(app.engine) as s:
+        row = s.exec(select(OutboundMail)).one()
+        assert row.status == "sent" and row.message_id and row.to_addr == ANNA
+        return row
+
+
+def test_a_bounce_that_refers_to_no_desk_mail_silences_nobody(desk: App, tmp_path: Path) -> None:
+    sent_invitation(desk)
+    row = feed(desk, tmp_path, dsn(ANNA, original_id=None))
+    assert row.disposition == "ignored: bounce (of no mail the desk sent to a failed recipient)"
+    row = feed(desk, tmp_path, dsn(ANNA, original_id="<made-up@xitrust.com>"), "2.eml")
+    assert row.status == "ignored"
+    assert not bounced(desk, ANNA)
+
+
+def test_a_bounce_must_name_the_desk_mails_recipient(desk: App, tmp_path: Path) -> None:
+    """Anyone who got one desk mail knows its Message-ID: Kai cannot use
+    his to silence Anna, nor Anna's to silence Kai."""
+    out = sent_invitation(desk)
+    feed(desk, tmp_path, dsn("kai.weber@bauwerk-ag.de", original_id=out.message_id))
+    assert not bounced(desk, ANNA)
+    with Session(desk.engine) as s:
+        assert s.exec(select(OutboundMail)).one().status == "sent"
+    # the genuine bounce of that mail
+    row = feed(desk, tmp_path, dsn(ANNA, original_id=out.message_id), "2.eml")
+    assert row.disposition == "ignored: bounce"
+    assert bounced(desk, ANNA)
+    with Session(desk.engine) as s:
+        assert s.exec(select(OutboundMail)).one().status == "bounced"
+
+
+def test_a_verp_bounce_needs_the_right_token(desk: App, tmp_path: Path) -> None:
+    from gateway import verp
+
+    out = sent_invitation(desk)
+    assert out.id is not None and out.message_id is not None
+    good = verp.return_path("servicedesk@xitrust.com", out.id, out.message_id)
+    forged = f"servicedesk+bounce-{out.id}-{'0' * 12}@xitrust.com"
+    for n, rcpt in enumerate((forged, good)):
+        path = tmp_path / f"v{n}.eml"
+        path.write_bytes(dsn(ANNA, original_id=None, tag=str(n)))  # quotes nothing of the mail
+        assert desk.ingest([str(path)], rcpt, progress=False) == 0
+        assert bounced(desk, ANNA) == (rcpt == good)
+
+
+def test_mail_from_a_bounced_address_or_the_operator_clears_it(desk: App, tmp_path: Path) -> None:
+    from gateway.cli import main
+
+    out = sent_invitation(desk)
+    feed(desk, tmp_path, dsn(ANNA, original_id=out.message_id))
+    assert bounced(desk, ANNA)
+    feed(desk, tmp_path, mail("""
+From: Anna <anna.mueller@bauwerk-ag.de>
+To: servicedesk@xitrust.com
+Subject: Neue Adresse funktioniert wieder
+Message-ID: <back@bauwerk-ag.de>
+"""), "2.eml")
+    assert not bounced(desk, ANNA)
+    with Session(desk.engine) as s:  # and she is told about her new ticket
+        assert [o.to_addr for o in s.exec(select(OutboundMail))] == [ANNA, ANNA]
+    feed(desk, tmp_path, dsn(ANNA, original_id=out.message_id, tag="again"), "3.eml")
+    assert bounced(desk, ANNA)
+    import os
+    os.environ["GATEWAY__DATABASE__URL"] = desk.settings.database.url
+    os.environ["GATEWAY__STORAGE__BLOBS"] = desk.settings.storage.blobs
+    try:
+        assert main(["account", "unbounce", ANNA.upper()]) == 0
+        assert main(["account", "unbounce", "nobody@example.org"]) == 1
+    finally:
+        del os.environ["GATEWAY__DATABASE__URL"], os.environ["GATEWAY__STORAGE__BLOBS"]
+    assert not bounced(desk, ANNA)
