@@ -121,6 +121,8 @@ def cmd_status(app: App, args: argparse.Namespace) -> int:
         ("last received", _since(st["last_received_at"], now)),
         ("outbox", f"{outbox['failed']} failed, {outbox['retrying']} retrying, {outbox['queued']} queued, "
                    f"{outbox['sent']} sent, {outbox['bounced']} bounced"),
+        ("backscatter cap", "{waiting} waiting, {dropped} dropped (mail to unverified addresses)".format(
+            **st["outbox_unverified_capped"])),
     ]
     for box in st["imap"]:
         state = "FAILING" if box["failing"] else "ok"

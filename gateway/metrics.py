@@ -94,6 +94,15 @@ class DatabaseCollector(Collector):
         for name, n in status["outbox"].items():
             outbox.add_metric([name], n)
         yield outbox
+        capped = GaugeMetricFamily(
+            "gateway_outbox_unverified_capped_mails",
+            "Automatic mail to unverified addresses held back by the desk-wide hourly cap "
+            "(backscatter): waiting, or dropped after waiting too long",
+            labels=["state"],
+        )
+        for name, n in status["outbox_unverified_capped"].items():
+            capped.add_metric([name], n)
+        yield capped
         yield from self._imap(status["imap"])
 
     def _imap(self, mailboxes: list[dict[str, Any]]) -> Iterator[GaugeMetricFamily]:

@@ -163,6 +163,11 @@ class SecuritySettings(_Section):
     agent_domains: tuple[str, ...] = ("xitrust.com",)
     trusted_authserv_id: str = ""
     max_auto_mails_per_hour: int = Field(default=10, ge=0)
+    # Backscatter: automatic mail to unverified addresses, desk-wide (any
+    # stranger's From can be forged). Over the cap it waits, in order, and
+    # is dropped after unverified_mail_max_wait_hours. 0: no desk-wide cap.
+    max_unverified_mails_per_hour: int = Field(default=100, ge=0)
+    unverified_mail_max_wait_hours: int = Field(default=24, gt=0)
     signup_token_hours: int = Field(default=48, gt=0)  # lifetime of a signup link
 
 

@@ -14,6 +14,7 @@ from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
 from gateway.domain import MailStatus, OutboxStatus, normalize_address
+from gateway.store import repo
 from gateway.store.models import (
     Account,
     Attachment,
@@ -397,5 +398,7 @@ def status_json(session: Session, now: dt.datetime | None = None) -> JsonDict:
         "inbound": inbound,
         "last_received_at": iso(last),
         "outbox": outbox,
+        # automatic mail to unverified addresses held back by the desk-wide cap
+        "outbox_unverified_capped": repo.backscatter_counts(session.connection()),
         "imap": imap,
     }

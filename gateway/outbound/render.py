@@ -223,6 +223,7 @@ class OutboxRow:
     created_at: dt.datetime
     status: str
     automatic: bool
+    last_error: str | None = None
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,10 @@ log = logging.getLogger("gateway.outbound")
 
 DUE = (OutboxStatus.queued.value, OutboxStatus.retrying.value)
 HOUR = dt.timedelta(hours=1)
+# last_error of rows held back by the desk-wide backscatter cap (the metrics
+# count them by these texts: store.repo.BACKSCATTER_*).
+BACKSCATTER_DEFERRED = repo.BACKSCATTER_DEFERRED
+BACKSCATTER_DROPPED = repo.BACKSCATTER_DROPPED
 _ROW_COLS = [OUTBOX.c[f] for f in OutboxRow.__dataclass_fields__]
 
 
@@ -327,6 +331,9 @@ class OutboxSender:
             wait_until = self._capped_until(conn, row, now)
             if wait_until is not None:
                 return self._defer(conn, row, attempt, now, wait_until)
+            wait_until = self._desk_capped_until(conn, row, now)
+            if wait_until is not None:
+                return self._defer_backscatter(conn, row, attempt, now, wait_until)
             try:
                 return self._render(conn, row, attempt, now)
             except (RenderError, jinja2.TemplateError) as exc:
@@ -368,6 +375,42 @@ class OutboxSender:
             return None
         oldest = as_utc(sent[1]) if sent[1] is not None else now
         return max(oldest + HOUR, now + dt.timedelta(seconds=1))
+
+    def _desk_capped_until(self, conn: Connection, row: OutboxRow, now: dt.datetime) -> dt.datetime | None:
+        """Backscatter: when the desk-wide hourly cap on automatic mail to
+        unverified addresses has room again, or None (room now, or the
+        recipient has signed up)."""
+        cap = self.settings.security.max_unverified_mails_per_hour
+        if not row.automatic or cap == 0:
+            return None
+        account = repo.account_by_email(conn, row.to_addr)
+        if account is not None and account.state != AccountState.unverified:
+            return None
+        if row.last_error == BACKSCATTER_DEFERRED and self._waited_too_long(row, now):
+            return now  # it waited for the cap a day: dropped, even if there is room now
+        sent, oldest = repo.unverified_mails_sent_since(conn, now - HOUR)
+        if sent < cap:
+            return None
+        return max(as_utc(oldest) + HOUR if oldest else now, now + dt.timedelta(seconds=1))
+
+    def _waited_too_long(self, row: OutboxRow, now: dt.datetime) -> bool:
+        max_wait = dt.timedelta(hours=self.settings.security.unverified_mail_max_wait_hours)
+        return now - as_utc(row.created_at) >= max_wait
+
+    def _defer_backscatter(
+        self, conn: Connection, row: OutboxRow, attempt: int, now: dt.datetime, until: dt.datetime
+    ) -> str:
+        """Wait for the desk-wide cap, keeping the order (every waiting row
+        gets the same time and the claim orders by it, then by id); drop
+        the mail once it has waited ``unverified_mail_max_wait_hours``."""
+        if self._waited_too_long(row, now):
+            log.warning("outbox=%s to=%s: dropped: %s", row.id, row.to_addr, BACKSCATTER_DROPPED)
+            self._set(conn, row.id, attempt, status=OutboxStatus.failed.value, next_attempt_at=None,
+                      last_error=BACKSCATTER_DROPPED)
+            return "failed"
+        self._set(conn, row.id, attempt, attempts=attempt - 1, next_attempt_at=until,
+                  last_error=BACKSCATTER_DEFERRED)
+        return "deferred"
 
     def _defer(
         self, conn: Connection, row: OutboxRow, attempt: int, now: dt.datetime, until: dt.datetime

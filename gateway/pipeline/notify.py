@@ -75,7 +75,21 @@ def notify_created(
     applied: Applied,
     reporter: AccountRow,
     cause_mail_id: int | None = None,
+    *,
+    sender_authenticated: bool = True,
 ) -> list[int]:
+    """The acknowledgement (or, to a stranger, the signup invitation) of a
+    new ticket. ``sender_authenticated``: the mail that created it passed
+    DMARC or an aligned SPF/DKIM check at our MTA. When the operator has told
+    us which MTA to believe (``trusted_authserv_id``), an unverified address
+    whose mail did not pass gets nothing: its From may be forged, and the
+    mail would be backscatter."""
+    if (
+        reporter.state == AccountState.unverified
+        and settings.security.trusted_authserv_id
+        and not sender_authenticated
+    ):
+        return []
     ticket = applied.ticket
     # No ticket_key in the data: the renderer reads the key from the ticket
     # (a new ticket's is only a placeholder until its transaction commits).

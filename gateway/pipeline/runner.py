@@ -478,7 +478,11 @@ class Runner:
                 linked_key=match.closed_predecessor.key if match.closed_predecessor else None,
                 ancestors=match.passed_over,
             )
-            notify.notify_created(conn, settings, applied, sender.account, job.id)
+            notify.notify_created(
+                conn, settings, applied, sender.account, job.id,
+                sender_authenticated=trusted or authenticated_by(mail, settings.security.trusted_authserv_id,
+                                                                 spf=True),
+            )
             return Disposition.created(applied.ticket.key, applied.ticket.id)
         applied = apply.add_comment(
             conn, settings, self.blobs, mail, sender, match.ticket, job.id, ancestors=match.passed_over

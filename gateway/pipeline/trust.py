@@ -30,10 +30,12 @@ _TOKEN = re.compile(r'(?:[^\s"]+|"(?:[^"\\]|\\.)*")+')
 _QUOTED_PAIR = re.compile(r"\\(.)")
 
 
-def authenticated_by(mail: ParsedMail, authserv_id: str) -> bool:
+def authenticated_by(mail: ParsedMail, authserv_id: str, *, spf: bool = False) -> bool:
     """True when an Authentication-Results header from ``authserv_id``
     reports ``dmarc=pass`` for the From domain, or ``dkim=pass`` for a
-    signing domain equal to or a parent of it. ``authserv_id`` "" never
+    signing domain equal to or a parent of it (with ``spf``, also
+    ``spf=pass`` for an aligned envelope sender: enough to believe the
+    address wrote, not enough for agent rights). ``authserv_id`` "" never
     trusts anything."""
     wanted = authserv_id.strip().lower()
     if not wanted:
@@ -49,11 +51,11 @@ def authenticated_by(mail: ParsedMail, authserv_id: str) -> bool:
         if not head or _unquote(head[0]) != wanted:
             continue
         # The topmost header with our id decides; anything below it may be forged.
-        return any(_passes(statement, from_domain) for statement in statements[1:])
+        return any(_passes(statement, from_domain, spf) for statement in statements[1:])
     return False
 
 
-def _passes(statement: str, from_domain: str) -> bool:
+def _passes(statement: str, from_domain: str, spf: bool = False) -> bool:
     """One ``method=result prop=value ...`` result of the header."""
     tokens = _TOKEN.findall(statement)
     if not tokens:
@@ -75,6 +77,9 @@ def _passes(statement: str, from_domain: str) -> bool:
     if method == "dkim":
         signer = props.get("header.d") or _domain(props.get("header.i", ""))
         return _aligned(signer, from_domain)
+    if method == "spf" and spf:
+        envelope = props.get("smtp.mailfrom") or props.get("smtp.helo") or ""
+        return _aligned(_domain(envelope), from_domain)
     return False
 
 

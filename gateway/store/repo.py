@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, case, func, insert, select, update
+from sqlalchemy import Connection, bindparam, case, func, insert, or_, select, update
 
 from gateway import verp
 from gateway.domain import MailStatus
@@ -115,6 +115,20 @@ _ORG_BY_DOMAIN = (
     select(*_ORG_COLS)
     .join(ORG_DOMAIN, ORG_DOMAIN.c.organization_id == ORG.c.id)
     .where(ORG_DOMAIN.c.domain == bindparam("domain"))
+)
+DUE_STATUSES = ["queued", "retrying"]
+_UNVERIFIED_SENT = (
+    select(func.count(), func.min(OUTBOX.c.sent_at))
+    .select_from(OUTBOX.outerjoin(ACCOUNT, ACCOUNT.c.email == OUTBOX.c.to_addr))
+    .where(OUTBOX.c.automatic.is_(True))
+    .where(OUTBOX.c.status.in_(("sent", "bounced")))
+    .where(OUTBOX.c.sent_at > bindparam("b_since"))
+    .where(or_(ACCOUNT.c.id.is_(None), ACCOUNT.c.state == "unverified"))
+)
+_BACKSCATTER_COUNT = (
+    select(func.count()).select_from(OUTBOX)
+    .where(OUTBOX.c.status.in_(_in("b_status")))
+    .where(OUTBOX.c.last_error == bindparam("b_error"))
 )
 _OUTBOX_FOR_BOUNCE = select(OUTBOX.c.id, OUTBOX.c.to_addr, OUTBOX.c.message_id)
 _OUTBOX_FOR_BOUNCE_BY_ID = _OUTBOX_FOR_BOUNCE.where(OUTBOX.c.id == bindparam("b_id"))
@@ -243,6 +257,26 @@ def org_by_id(conn: Connection, org_id: int) -> OrgRow | None:
 def org_by_domain(conn: Connection, domain: str) -> OrgRow | None:
     row = conn.execute(_ORG_BY_DOMAIN, {"domain": domain}).first()
     return OrgRow(*row) if row else None
+
+
+# -- backscatter: automatic mail to unverified addresses ---------------------------
+
+BACKSCATTER_DEFERRED = "deferred: desk-wide hourly limit for unverified addresses"
+BACKSCATTER_DROPPED = "not sent: desk-wide hourly limit for unverified addresses, waited too long"
+
+
+def unverified_mails_sent_since(conn: Connection, since: dt.datetime) -> tuple[int, dt.datetime | None]:
+    """How many automatic mails went to addresses without an active account
+    since ``since``, and when the oldest of them went."""
+    row = conn.execute(_UNVERIFIED_SENT, {"b_since": since}).one()
+    return int(row[0]), row[1]
+
+
+def backscatter_counts(conn: Connection) -> dict[str, int]:
+    """Rows waiting for the desk-wide cap, and rows it dropped."""
+    waiting = conn.execute(_BACKSCATTER_COUNT, {"b_error": BACKSCATTER_DEFERRED, "b_status": DUE_STATUSES})
+    dropped = conn.execute(_BACKSCATTER_COUNT, {"b_error": BACKSCATTER_DROPPED, "b_status": ["failed"]})
+    return {"waiting": int(waiting.scalar_one()), "dropped": int(dropped.scalar_one())}
 
 
 def record_bounce(

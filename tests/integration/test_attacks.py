@@ -368,6 +368,7 @@ def test_mail_from_a_bounced_address_or_the_operator_clears_it(desk: App, tmp_pa
     feed(desk, tmp_path, dsn(ANNA, original_id=out.message_id))
     assert bounced(desk, ANNA)
     feed(desk, tmp_path, mail("""
+Authentication-Results: mx.xitrust.com; dmarc=pass header.from=bauwerk-ag.de
 From: Anna <anna.mueller@bauwerk-ag.de>
 To: servicedesk@xitrust.com
 Subject: Neue Adresse funktioniert wieder
@@ -387,3 +388,77 @@ Message-ID: <back@bauwerk-ag.de>
     finally:
         del os.environ["GATEWAY__DATABASE__URL"], os.environ["GATEWAY__STORAGE__BLOBS"]
     assert not bounced(desk, ANNA)
+
+
+# -- 7. backscatter -------------------------------------------------------------------
+
+def stranger(n: int, ar: str | None = "dmarc=pass header.from=evil{n}.example") -> bytes:
+    header = f"Authentication-Results: mx.xitrust.com; {ar.format(n=n)}\n" if ar else ""
+    return mail(f"""
+{header}From: Someone <someone@evil{n}.example>
+To: servicedesk@xitrust.com
+Subject: Frage {n}
+Message-ID: <stranger-{n}@evil{n}.example>
+""")
+
+
+def outbox_rows(app: App) -> list[OutboundMail]:
+    with Session(app.engine) as s:
+        return list(s.exec(select(OutboundMail).order_by(OutboundMail.id)).all())  # type: ignore[arg-type]
+
+
+def test_automatic_mail_to_unverified_addresses_is_capped_desk_wide(
+    app: App, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """500 forged From addresses once made the desk send 500 invitations to
+    third parties within seconds. Over the desk-wide cap mail waits and goes
+    out in order; what waits a day is dropped, logged and counted."""
+    import datetime as dt
+
+    from gateway import views
+    from gateway.outbound.sender import flush_outbox
+    from gateway.store.db import reading
+    from gateway.store.models import utcnow
+
+    desk = configured(app, security={"max_unverified_mails_per_hour": 3})
+    for n in range(6):
+        feed(desk, tmp_path, stranger(n, ar=None), f"{n}.eml")
+    anna_opens_a_ticket(desk)  # Anna signs up: mail to her is not capped
+    from tests.integration.test_outbound import activate
+    activate(desk, ANNA)
+    now = utcnow()
+    assert flush_outbox(desk, now=now) == {"sent": 4, "deferred": 3}
+    sent = [r.to_addr for r in outbox_rows(desk) if r.status == "sent"]
+    assert sent == ["someone@evil0.example", "someone@evil1.example", "someone@evil2.example", ANNA]
+    assert flush_outbox(desk, now=now + dt.timedelta(minutes=30)) == {}
+    assert flush_outbox(desk, now=now + dt.timedelta(minutes=61)) == {"sent": 3}
+    assert {r.status for r in outbox_rows(desk)} == {"sent"}
+    assert [r.to_addr for r in outbox_rows(desk) if r.to_addr != ANNA][3:] == [
+        "someone@evil3.example", "someone@evil4.example", "someone@evil5.example"]
+    # The next burst finds the cap full; a day later it is dropped, not sent.
+    for n in range(6, 10):
+        feed(desk, tmp_path, stranger(n, ar=None), f"{n}.eml")
+    later = now + dt.timedelta(minutes=62)
+    assert flush_outbox(desk, now=later) == {"deferred": 4}
+    with reading(desk.engine) as session:
+        assert views.status_json(session)["outbox_unverified_capped"] == {"waiting": 4, "dropped": 0}
+    assert flush_outbox(desk, now=later + dt.timedelta(hours=25)) == {"failed": 4}
+    with reading(desk.engine) as session:
+        assert views.status_json(session)["outbox_unverified_capped"] == {"waiting": 0, "dropped": 4}
+    assert "dropped: not sent: desk-wide hourly limit for unverified addresses" in caplog.text
+
+
+@pytest.mark.parametrize(("ar", "invited"), [
+    (None, False),
+    ("dmarc=fail header.from=evil{n}.example", False),
+    ("spf=pass smtp.mailfrom=bounces.mailer.example", False),  # SPF of somebody else's domain
+    ("spf=pass smtp.mailfrom=evil{n}.example", True),  # aligned SPF
+    ("dkim=pass header.d=evil{n}.example", True),
+    ("dmarc=pass header.from=evil{n}.example", True),
+])
+def test_with_a_trusted_mta_strangers_must_pass_dmarc_to_get_mail(
+    desk: App, tmp_path: Path, ar: str | None, invited: bool
+) -> None:
+    row = feed(desk, tmp_path, stranger(1, ar))
+    assert row.disposition == "created SD-1"  # the request is taken either way
+    assert [r.template for r in outbox_rows(desk)] == (["signup_invitation"] if invited else [])

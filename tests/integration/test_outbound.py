@@ -333,6 +333,7 @@ def test_hostile_message_ids_are_written_as_they_are(
     References of the invitation and every later mail on the ticket: as the
     raw string it is, never decoded into header lines or a body."""
     raw = (
+        "Authentication-Results: mx.xitrust.com; dmarc=pass header.from=evil.example\r\n"
         "From: Eve <eve@evil.example>\r\nTo: servicedesk@xitrust.com\r\nSubject: Hallo\r\n"
         f"Message-ID: {hostile_id}\r\nDate: Fri, 27 Nov 2026 09:30:00 +0100\r\n\r\nHallo\r\n"
     ).encode()
@@ -514,6 +515,7 @@ def test_two_desks_feeding_each_other_exchange_a_bounded_number_of_mails(
         desk_b.db_upgrade()
         try:
             first = (
+                b"Authentication-Results: mx.xitrust.com; dmarc=pass header.from=partner.example\r\n"
                 b"From: support@partner.example\r\nTo: servicedesk@xitrust.com\r\nSubject: Weiterleitung\r\n"
                 b"Message-ID: <fwd-1@partner.example>\r\nDate: Fri, 27 Nov 2026 09:30:00 +0100\r\n"
                 b"\r\nHallo\r\n"
