@@ -63,9 +63,9 @@ class State:
         self.env["GATEWAY_CONFIG"] = str(config)
         self.daemon: subprocess.Popen[bytes] | None = None
 
-    def run(self, *args: str, stdin: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    def run(self, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run(
-            [*self.gateway, *args], input=stdin, capture_output=True, cwd=self.dir, env=self.env, check=check
+            [*self.gateway, *args], input=stdin, capture_output=True, cwd=self.dir, env=self.env, check=True
         )
 
     def start(self) -> None:
@@ -131,7 +131,9 @@ def _python_of(gateway: list[str]) -> str:
     return first[2:].decode().strip() if first.startswith(b"#!") else sys.executable
 
 
-def pipe(gateway: list[str], files: list[Path], base: Path, with_daemon: bool) -> tuple[float, dict[str, int]]:
+def pipe(
+    gateway: list[str], files: list[Path], base: Path, with_daemon: bool
+) -> tuple[float, dict[str, int]]:
     """Each file through its own `gateway ingest`, four at a time; seconds
     until all are processed, and the mail log's statuses."""
     state = State(base, gateway)
@@ -180,7 +182,8 @@ def main() -> int:
         targets = {"--help": 3, "ingest (daemon)": 8}
         for name, value in medians.items():
             target = targets.get(name)
-            verdict = "" if target is None else (f"<= {target}x " + ("met" if value <= target * bare else "MISSED"))
+            met = target is not None and value <= target * bare
+            verdict = "" if target is None else f"<= {target}x " + ("met" if met else "MISSED")
             print(f"{name:<18} {value * 1000:>7.1f}ms {value / bare:>6.1f}x  {verdict}")
         if a.pipe:
             files = eml_files(a.pipe, a.seed, base / "corpus")

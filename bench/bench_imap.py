@@ -1,4 +1,4 @@
-"""Benchmark: drain a 2,000-message IMAP mailbox. The shared corpus is
+"""Benchmark: drain a 2,000-message IMAP mailbox. The project's corpus is
 APPENDed into a throwaway Dovecot (tests/dovecot.py), then one Poller reads
 it into a fresh SQLite spool (UID FETCH in batches, one commit per batch,
 \\Seen + MOVE after each commit) and the pipeline turns the spool into
@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+# after bench/ (sys.path[0]): ``corpus`` is bench/corpus.py, not the tests/corpus package
+sys.path[1:1] = [str(ROOT), str(ROOT / "tests")]
 
 from corpus import eml_files  # noqa: E402
 from dovecot import USER, Dovecot  # noqa: E402

@@ -1,4 +1,4 @@
-"""Benchmark: ``gateway ingest`` of the shared corpus into a fresh SQLite
+"""Benchmark: ``gateway ingest`` of the project's corpus into a fresh SQLite
 store, end to end (process start, spool with durable commits, parse,
 thread, apply, notify). Prints messages per second and peak RSS.
 

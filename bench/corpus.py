@@ -1,27 +1,26 @@
-"""The shared test corpus for the benchmarks: ``make_corpus.py`` from the
-team's shared tools, found the way the tests find it (``tests/shared.py``:
-``../shared`` beside the checkout, or ``$GATEWAY_SHARED``)."""
+"""The benchmarks' corpus: the project's own seeded generator
+(``tests/corpus``), written as ``.eml`` files or as one mbox, exactly as the
+tests use it."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # for ``tests.corpus`` when run as bench/<script>.py
 
-from shared import shared_tool  # noqa: E402
+from tests.corpus.generate import write_corpus  # noqa: E402
 
 
 def make_corpus(n: int, seed: int, *, out_dir: Path | None = None, mbox: Path | None = None) -> None:
     """Write ``n`` messages (seeded) as ``.eml`` files into ``out_dir`` or
-    as one mbox file; the tool's own report is not shown."""
-    target = ["--dir", str(out_dir)] if out_dir is not None else ["--mbox", str(mbox)]
-    subprocess.run(
-        [sys.executable, str(shared_tool("make_corpus.py")), "--n", str(n), "--seed", str(seed), *target],
-        check=True,
-        capture_output=True,
-    )
+    as one mbox file; the manifest goes beside them."""
+    if out_dir is not None:
+        write_corpus(n, seed, directory=out_dir)
+    else:
+        write_corpus(n, seed, mbox=mbox)
 
 
 def eml_files(n: int, seed: int, out_dir: Path) -> list[Path]:

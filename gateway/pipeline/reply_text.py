@@ -27,8 +27,8 @@ _MARKER = re.compile(
     r"bitte\s+oberhalb\s+dieser\s+zeile\s+antworten|please\s+reply\s+above\s+this\s+line", re.IGNORECASE
 )
 _ORIGINAL_SEPARATOR = re.compile(
-    r"^\s*[-_=*]{2,}\s*(?:Ursprüngliche\s+Nachricht|Original\s*Message|Originalnachricht|"
-    r"Original-Nachricht|Antwort\s+Nachricht)\s*[-_=*]{2,}\s*$",
+    r"^\s*[-_=*]{2,}\s*(?:Ursprüngliche\s+(?:Nachricht|Mail)|Original\s*Message|Originalnachricht|"
+    r"Original-Nachricht|Antwort\s+Nachricht)\s*[-_=*]{2,}\s*$",  # "Mail": Zimbra
     re.IGNORECASE,
 )
 _UNDERSCORES = re.compile(r"^\s*_{10,}\s*$")
@@ -42,7 +42,14 @@ _HEADER_ONE_LINE = re.compile(r"\b(?:From|Von)\s*:.*\b(?:Sent|Gesendet|Date|Datu
 _ATTRIBUTION_STRONG = re.compile(
     r"^(?:On\s.*\bwrote|Am\s.*\bschrieb\b.*|Am\s.*\bgeschrieben)\s*:\s*$", re.IGNORECASE | re.DOTALL
 )
-_ATTRIBUTION_WEAK = re.compile(r"^.{1,200}\b(?:wrote|schrieb|geschrieben)\b[^:]{0,120}:\s*$", re.IGNORECASE)
+# After the verb only a date may follow, whose time has colons between digits
+# (Lotus Notes: "… schrieb am 18.03.2024 10:13:37:"). Horde: "Zitat von …:",
+# "Quoting …:". All bounded: no line costs more than a few hundred steps.
+_ATTRIBUTION_WEAK = re.compile(
+    r"^(?:.{1,200}\b(?:wrote|schrieb|geschrieben)\b(?:[^:]|(?<=\d):(?=\d)){0,120}|"
+    r"(?:Zitat\s+von|Quoting)\s.{1,200}):\s*$",
+    re.IGNORECASE,
+)
 _SIG_DASHES = re.compile(r"^--\s?$")
 _SENT_FROM = re.compile(
     r"^\s*(?:Sent\s+from\s+my\s|Sent\s+from\s+(?:Mail|Outlook)\s|Get\s+Outlook\s+for\s|"

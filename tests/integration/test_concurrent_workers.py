@@ -7,8 +7,6 @@ from __future__ import annotations
 import collections
 import mailbox
 import multiprocessing
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -19,7 +17,8 @@ from gateway.app import App
 from gateway.ingress.spool import Spool, SpoolItem
 from gateway.settings import Settings
 from gateway.store.models import InboundMail, Ticket
-from tests.shared import shared_tool
+from tests.corpus.generate import generate, write_corpus
+from tests.corpus.people import DOMAINS
 
 N = 300
 
@@ -28,21 +27,11 @@ def _drain(settings: Settings, name: str) -> None:
     App(settings).runner(worker=name).drain()
 
 
-def _corpus(tmp_path: Path) -> list[bytes]:
-    out = tmp_path / "c"
-    subprocess.run(
-        [sys.executable, str(shared_tool("make_corpus.py")), "--n", str(N), "--seed", "3", "--dir", str(out)],
-        check=True,
-        capture_output=True,
-    )
-    return [p.read_bytes() for p in sorted(out.glob("*.eml"))]
-
-
-def test_processes_and_threads_drain_one_spool_exactly_once(app: App, tmp_path: Path) -> None:
+def test_processes_and_threads_drain_one_spool_exactly_once(app: App) -> None:
     # small claims and batches, so the four workers really interleave
     workers = app.settings.workers.model_copy(update={"claim_size": 10, "batch_size": 5})
     app = App(app.settings.model_copy(update={"workers": workers}))
-    raws = _corpus(tmp_path)
+    raws = [raw for raw, _ in generate(N, 3)]
     copies = raws[:40]  # the same messages delivered twice (MTA retry)
     spool = Spool(app.engine, app.blobs)
     ids = spool.put_many([SpoolItem(raw=r, source="ingest") for r in raws + copies])
@@ -84,19 +73,13 @@ def test_two_workers_thread_a_backlog_as_one_would(app: App, tmp_path: Path) -> 
     worker processes: a reply claimed by one worker while the mail it
     answers is still in the other's open batch waits for it, so every reply
     is threaded exactly as one worker would thread it. Before the wait, 34
-    (SQLite) and 48 (PostgreSQL) of the 2,000-message corpus's 750 replies
-    became tickets of their own."""
-    from tests.integration.test_corpus import _create_orgs, _load_corpus_module, _score
+    (SQLite) and 48 (PostgreSQL) of the 750 replies of the 2,000-message
+    reference corpus the tests then used became tickets of their own."""
+    from tests.integration.test_corpus import _create_orgs, _score
 
-    out = tmp_path / "c"
     mbox = tmp_path / "c.mbox"
-    subprocess.run(
-        [sys.executable, str(shared_tool("make_corpus.py")), "--n", "800", "--seed", "1",
-         "--mbox", str(mbox)],
-        check=True,
-        capture_output=True,
-    )
-    _create_orgs(app, list(_load_corpus_module().DOMAINS))
+    manifest = write_corpus(800, 1, mbox=mbox)
+    _create_orgs(app, DOMAINS)
     raws = [m.as_bytes() for m in mailbox.mbox(str(mbox))]
     Spool(app.engine, app.blobs).put_many([SpoolItem(raw=r, source="ingest") for r in raws])
     ctx = multiprocessing.get_context("spawn")
@@ -106,8 +89,7 @@ def test_two_workers_thread_a_backlog_as_one_would(app: App, tmp_path: Path) -> 
     for p in procs:
         p.join(timeout=240)
         assert p.exitcode == 0
-    out.mkdir()
-    scores = _score(app, Path(str(mbox) + ".manifest.jsonl"), out)
+    scores = _score(app, manifest)
     with Session(app.engine) as s:
         by_worker = collections.Counter(s.execute(select(InboundMail.claimed_by)).scalars())
     assert len(by_worker) == 2, by_worker  # both workers took part

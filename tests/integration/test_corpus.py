@@ -1,5 +1,6 @@
-"""The threading acceptance test: ingest ``make_corpus.py --n 2000 --seed 1``
-and score the result with ``eval_threading.py`` (both from ``../shared``).
+"""The threading acceptance test: ingest the project's corpus
+(``tests/corpus``: 2,000 messages, seed 1) and score the result against its
+manifest (``tests.corpus.score``).
 About 15% of the corpus's replies come from a colleague of the reporter, so
 the outcome depends on organizations, as at a real desk:
 
@@ -12,12 +13,9 @@ In both, no auto-reply or bounce creates a ticket or an outbox row."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import subprocess
-import sys
 from pathlib import Path
-from types import ModuleType
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -26,63 +24,25 @@ from sqlmodel import Session
 from gateway.app import App
 from gateway.store.models import Account, InboundMail, Organization, OrganizationDomain, OutboundMail, Ticket
 from gateway.views import mail_list
-from tests.shared import shared_tool
+from tests.corpus.generate import write_corpus
+from tests.corpus.people import DOMAINS
+from tests.corpus.score import score
 
 N, SEED = 2000, 1
 
 
-def _load_corpus_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("make_corpus", shared_tool("make_corpus.py"))
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    out = tmp_path_factory.mktemp("corpus")
-    mbox = out / "corpus.mbox"
-    subprocess.run(
-        [
-            sys.executable,
-            str(shared_tool("make_corpus.py")),
-            "--n",
-            str(N),
-            "--seed",
-            str(SEED),
-            "--mbox",
-            str(mbox),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return mbox, Path(str(mbox) + ".manifest.jsonl")
+    mbox = tmp_path_factory.mktemp("corpus") / "corpus.mbox"
+    manifest = write_corpus(N, SEED, mbox=mbox)
+    return mbox, manifest
 
 
-def _score(app: App, manifest: Path, tmp_path: Path) -> dict[str, dict[str, int]]:
-    """Export ``message_id<TAB>ticket`` from the mail log and score it."""
+def _score(app: App, manifest: Path) -> dict[str, Any]:
+    """Score the mail log's ``message_id -> ticket`` against the manifest."""
     with Session(app.engine) as s:
         rows = mail_list(s)
-    tsv = tmp_path / "map.tsv"
-    tsv.write_text(
-        "".join(f"{r['message_id']}\t{r['ticket']}\n" for r in rows if r["ticket"] and r["message_id"])
-    )
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(shared_tool("eval_threading.py")),
-            "--manifest",
-            str(manifest),
-            "--map",
-            str(tsv),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    scores: dict[str, dict[str, int]] = json.loads(result.stdout)
-    return scores
+    return score(manifest, {r["message_id"]: r["ticket"] for r in rows if r["ticket"] and r["message_id"]})
 
 
 def _robots_had_no_effect(app: App, manifest: Path) -> None:
@@ -114,11 +74,11 @@ def _create_orgs(app: App, domains: list[str]) -> None:
 
 
 @pytest.mark.slow
-def test_corpus_with_shared_organizations(app: App, corpus: tuple[Path, Path], tmp_path: Path) -> None:
+def test_corpus_with_shared_organizations(app: App, corpus: tuple[Path, Path]) -> None:
     mbox, manifest = corpus
-    _create_orgs(app, list(_load_corpus_module().DOMAINS))
+    _create_orgs(app, DOMAINS)
     assert app.ingest([str(mbox)], None, progress=False) == 0
-    scores = _score(app, manifest, tmp_path)
+    scores = _score(app, manifest)
     reply = scores["reply"]
     assert reply.get("threaded", 0) == reply["total"], reply
     assert reply.get("misthreaded", 0) == 0 and reply.get("dropped", 0) == 0
@@ -130,13 +90,13 @@ def test_corpus_with_shared_organizations(app: App, corpus: tuple[Path, Path], t
 
 
 @pytest.mark.slow
-def test_corpus_without_organizations(app: App, corpus: tuple[Path, Path], tmp_path: Path) -> None:
+def test_corpus_without_organizations(app: App, corpus: tuple[Path, Path]) -> None:
     mbox, manifest = corpus
     assert app.ingest([str(mbox)], None, progress=False) == 0
-    scores = _score(app, manifest, tmp_path)
+    scores = _score(app, manifest)
     reply = scores["reply"]
     assert reply.get("dropped", 0) == 0, reply
-    # eval_threading counts a colleague's second reply, threaded into the
+    # The score counts a colleague's second reply, threaded into the
     # ticket the colleague's first reply opened, as "misthreaded" (another,
     # older ticket). That is right here: it is the colleague's own
     # conversation. So check each reply against the manifest's senders.

@@ -25,9 +25,9 @@ from sqlalchemy import create_engine, text
 
 from gateway.app import App
 from gateway.settings import Settings
+from tests.corpus.generate import generate
 from tests.gatewayproc import child_env
 
-CORPUS_TOOL = Path("/work/shared/tools/make_corpus.py")
 DESK = "servicedesk@xitrust.com"
 
 
@@ -105,16 +105,11 @@ def server(db_url: str, tmp_path: Path, clean_env: None) -> Iterator[Server]:
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[str, bytes]]:
-    """(Message-ID, raw bytes) of 1,000 realistic messages."""
-    base = tmp_path_factory.mktemp("corpus")
-    subprocess.run(
-        [sys.executable, str(CORPUS_TOOL), "--n", "1000", "--seed", "2", "--dir", str(base / "mail")],
-        check=True, capture_output=True, timeout=120,
-    )
+def corpus() -> list[tuple[str, bytes]]:
+    """(Message-ID, raw bytes) of 1,000 realistic messages (tests/corpus)."""
     out = []
-    for path in sorted((base / "mail").glob("*.eml")):
-        raw = re.sub(rb"\r?\n", b"\r\n", path.read_bytes())  # on the wire, lines end in CRLF
+    for eml, _ in generate(1000, 2):
+        raw = re.sub(rb"\r?\n", b"\r\n", eml)  # on the wire, lines end in CRLF
         mid = next(
             line.split(b":", 1)[1].strip().decode()
             for line in raw.split(b"\n")

@@ -20,7 +20,7 @@ from gateway.domain import ParsedMail, Quarantine
 from gateway.pipeline import parse as parse_module
 from gateway.pipeline.parse import decode_bytes, html_to_text, parse_mail, sanitize_filename
 from gateway.settings import LimitsSettings
-from tests.shared import shared_tool
+from tests.corpus.generate import write_corpus
 
 TESTS = Path(__file__).resolve().parents[1]
 FIXTURES = TESTS / "fixtures"
@@ -398,17 +398,10 @@ def test_20mb_attachment_parses_under_300mb_peak_rss(tmp_path: Path) -> None:
     assert result["peak_mb"] < 300  # ~145 MB measured for the whole process
 
 
-# -- the generated corpus ----------------------------------------------------------
-MAKE_CORPUS = shared_tool("make_corpus.py")
-
-
+# -- the generated corpus (tests/corpus) ---------------------------------------------
 @pytest.mark.slow
 def test_corpus_parses_with_reports_and_clean_replies(tmp_path: Path) -> None:
-    subprocess.run(
-        [sys.executable, str(MAKE_CORPUS), "--n", "400", "--seed", "7", "--dir", str(tmp_path / "c"),
-         "--mbox", str(tmp_path / "c.mbox")],
-        check=True, capture_output=True, timeout=120,
-    )
+    write_corpus(400, 7, directory=tmp_path / "c", mbox=tmp_path / "c.mbox")
     manifest_files = sorted(tmp_path.glob("*.manifest.jsonl"))
     assert manifest_files
     manifest = [json.loads(line) for line in manifest_files[0].read_text().splitlines()]

@@ -131,3 +131,22 @@ def test_empty_and_crlf() -> None:
     assert extract_reply("") == ""
     assert extract_reply("Hi\r\n\r\n> old\r\n") == "Hi"
 
+
+
+@pytest.mark.parametrize(
+    "history",
+    [
+        # Zimbra: its separator line says "Mail", not "Nachricht"
+        '----- Ursprüngliche Mail -----\nVon: "Noël Dvořák" <n.dvorak@klinikum-hochrhein.de>\n'
+        'An: "Servicedesk" <servicedesk@xitrust.com>\nGesendet: Montag, 4. März 2024 10:43:46\n'
+        "Betreff: Zertifikat läuft ab\n\nalter Text\n",
+        # classic Lotus Notes: the time after "schrieb am" has colons
+        "Ursula Wimmer <ursulaw@stubenberg.gv.at> schrieb am 18.03.2024 10:13:37:\n\n> alter Text\n",
+        "Ursula Wimmer <ursulaw@stubenberg.gv.at> wrote on 03/18/2024 10:13:37 AM:\n\n> old text\n",
+        # Horde webmail
+        "Zitat von Johannes Höllrigl <johannesh@wohnbau-suedtirol.it>:\n\n> alter Text\n",
+        "Quoting Johannes Höllrigl <johannesh@wohnbau-suedtirol.it>:\n\n> old text\n",
+    ],
+)
+def test_zimbra_notes_and_horde_histories(history: str) -> None:
+    assert extract_reply("Danke, das hat geholfen.\n\n" + history) == "Danke, das hat geholfen."
