@@ -109,6 +109,12 @@ class SmtpSettings(_Section):
     # allowed between commands, data_timeout bounds the whole DATA phase.
     command_timeout: float = Field(default=300.0, gt=0)
     data_timeout: float = Field(default=600.0, gt=0)
+    # Sessions that never end (a NOOP every few seconds passes every idle
+    # timeout): commands without a message between two messages (NOOP, RSET,
+    # VRFY, EXPN, HELP, ETRN; Postfix's smtpd_junk_command_limit), and the
+    # length of a whole session. Over either: 421 and the connection closes.
+    junk_command_limit: int = Field(default=100, gt=0)
+    max_session_seconds: float = Field(default=600.0, gt=0)
 
 
 class ImapSettings(_Section):

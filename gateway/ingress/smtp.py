@@ -61,6 +61,10 @@ R_NO_SUCH_USER = "550 5.1.1 Recipient address rejected: not a service desk addre
 R_TOO_MANY_RCPT = "452 4.5.3 Too many recipients"
 R_TOO_MANY_CONN = b"421 4.7.0 Too many connections, try again later\r\n"
 R_SHUTDOWN = b"421 4.3.2 Service shutting down, try again later\r\n"
+R_TOO_MUCH_JUNK = b"421 4.7.0 Too many commands without a message, closing connection\r\n"
+R_SESSION_TOO_LONG = b"421 4.4.2 Session too long, closing connection\r\n"
+# Commands that do nothing towards a message (Postfix's "junk commands").
+JUNK_COMMANDS = ("NOOP", "RSET", "VRFY", "EXPN", "HELP", "ETRN")
 R_NOT_MAIL = "554 5.6.0 {}"  # the local socket: what `gateway ingest` would reject
 NULL_SENDER = "<>"
 
@@ -198,6 +202,8 @@ class ListenerConfig:
     max_connections_per_ip: int = 20
     command_timeout: float = 300.0
     data_timeout: float = 600.0
+    junk_command_limit: int = 100  # NOOP, RSET, VRFY ... between two messages
+    max_session_seconds: float = 600.0  # a whole connection, however busy
     tls_cert: str | None = None
     tls_key: str | None = None
     hostname: str | None = None  # for the greeting; default: the FQDN
@@ -349,7 +355,14 @@ class _GatewayMixin(SMTP):
     """Behaviour shared by the SMTP and LMTP protocols of the listener."""
 
     def __init__(
-        self, handler: DeskHandler, *, tracker: ConnectionTracker, data_timeout: float, **kwargs: Any
+        self,
+        handler: DeskHandler,
+        *,
+        tracker: ConnectionTracker,
+        data_timeout: float,
+        junk_limit: int = 100,
+        max_session: float = 600.0,
+        **kwargs: Any,
     ) -> None:
         # No AUTH mechanisms: the listener takes mail for the desk, nobody logs in.
         super().__init__(handler, auth_exclude_mechanism=["LOGIN", "PLAIN"], **kwargs)
@@ -358,6 +371,46 @@ class _GatewayMixin(SMTP):
         self._peer_ip = ""
         self._admitted = False
         self._refused = False
+        # Sessions that never end: a client sending NOOP every few seconds
+        # passes every idle timeout, so one address could hold its slots
+        # for good. Junk commands are counted (reset by each accepted
+        # message), and the whole session has a deadline.
+        self._junk_limit = junk_limit
+        self._junk = 0
+        self._max_session = max_session
+        self._session_timer: asyncio.TimerHandle | None = None
+        self._in_data = False
+        self._expired = False
+        for name in JUNK_COMMANDS:
+            method = self._smtp_methods.get(name)
+            if method is not None:
+                self._smtp_methods[name] = self._counted(method)
+
+    def _counted(self, method: Any) -> Any:
+        async def junk(arg: str | None) -> None:
+            self._junk += 1
+            if self._junk > self._junk_limit:
+                log.warning("peer=%s: closing: more than %s junk commands", self._peer_ip, self._junk_limit)
+                self.event_handler.count("tempfailed", "too_many_junk_commands")
+                self._close_with(R_TOO_MUCH_JUNK)
+                return
+            await method(arg)
+
+        return junk
+
+    def _close_with(self, reply: bytes) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            assert isinstance(transport, asyncio.WriteTransport)
+            transport.write(reply)
+            transport.close()
+
+    def _session_expired(self) -> None:
+        self._expired = True
+        if not self._in_data:  # a message on its way gets its answer first
+            log.warning("peer=%s: closing: session longer than %ss", self._peer_ip, self._max_session)
+            self.event_handler.count("tempfailed", "session_too_long")
+            self._close_with(R_SESSION_TOO_LONG)
 
     # Connection limits: decided before the greeting, answered with 421.
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -373,11 +426,16 @@ class _GatewayMixin(SMTP):
                 transport.close()
                 return
             self._admitted = True
+            self._session_timer = asyncio.get_running_loop().call_later(
+                self._max_session, self._session_expired
+            )
         super().connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
         if self._refused:
             return  # aiosmtpd never set up a session for this connection
+        if self._session_timer is not None:
+            self._session_timer.cancel()
         self._tracker.release(self, self._peer_ip)
         super().connection_lost(error)
 
@@ -387,14 +445,18 @@ class _GatewayMixin(SMTP):
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
         self._reset_timeout(self._data_timeout)
+        self._in_data = True
         try:
             if self._decode_data:
                 await super().smtp_DATA(arg)  # str content: not how the gateway runs
             else:
                 await self._data(arg)
         finally:
+            self._in_data = False
             if self.transport is not None:
                 self._reset_timeout()
+            if self._expired:
+                self._session_expired()
 
     async def _data(self, arg: str) -> None:
         """aiosmtpd's DATA command with ``smtp_data.read_data`` in place of
@@ -426,6 +488,8 @@ class _GatewayMixin(SMTP):
         self.envelope.content = self.envelope.original_content = result.content
         status = await self._call_handler_hook("DATA")
         self._set_post_data_state()
+        if status is MISSING or str(status).startswith("250"):
+            self._junk = 0  # a message was accepted: the client is doing real work
         await self.push("250 OK" if status is MISSING else status)
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
@@ -552,6 +616,8 @@ class Listener:
             self.handler,
             tracker=self.tracker,
             data_timeout=self.config.data_timeout,
+            junk_limit=self.config.junk_command_limit,
+            max_session=self.config.max_session_seconds,
             data_size_limit=self.config.max_message_size,
             enable_SMTPUTF8=True,
             hostname=self.hostname,
@@ -565,6 +631,8 @@ class Listener:
             self.local_handler,
             tracker=self.tracker,
             data_timeout=self.config.data_timeout,
+            junk_limit=self.config.junk_command_limit,
+            max_session=self.config.max_session_seconds,
             data_size_limit=self.config.max_message_size,
             enable_SMTPUTF8=True,
             hostname=self.hostname,
@@ -694,4 +762,6 @@ def listener_config(settings: Any) -> ListenerConfig:
         tls_cert=smtp.tls_cert,
         tls_key=smtp.tls_key,
         local_socket=smtp.socket,
+        junk_command_limit=smtp.junk_command_limit,
+        max_session_seconds=smtp.max_session_seconds,
     )

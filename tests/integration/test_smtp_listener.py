@@ -462,6 +462,49 @@ def test_command_and_data_timeouts_close_the_session(app: App) -> None:
     assert spooled(app) == []
 
 
+def test_junk_commands_without_a_message_end_the_session(app: App) -> None:
+    """Issue #10.8: a client sending NOOP every few seconds passes every idle
+    timeout; after the junk limit it gets 421. A delivered message resets
+    the count (a busy MTA's RSET between messages is fine)."""
+    with RunningListener(app, junk_command_limit=5) as running, Raw.greeted(running.host, running.port) as c:
+        for _ in range(4):
+            assert c.cmd(b"NOOP").startswith(b"250")
+        assert c.cmd(b"MAIL FROM:<anna@bauwerk-ag.de>").startswith(b"250")
+        assert c.cmd(b"RCPT TO:<servicedesk@xitrust.com>").startswith(b"250")
+        assert c.cmd(b"DATA").startswith(b"354")
+        assert c.cmd(message() + b".").startswith(b"250")
+        for _ in range(5):  # counted afresh after the message
+            assert c.cmd(b"RSET").startswith(b"250")
+        assert c.cmd(b"VRFY anna").startswith(b"421 4.7.0")
+        with pytest.raises((ConnectionError, OSError)):
+            c.cmd(b"NOOP")
+    assert len(spooled(app)) == 1
+
+
+def test_a_session_has_a_deadline_but_a_message_in_flight_gets_its_answer(app: App) -> None:
+    with RunningListener(app, max_session_seconds=1.0, command_timeout=30) as running:
+        with Raw.greeted(running.host, running.port) as busy:
+            deadline = time.monotonic() + 5
+            with pytest.raises((ConnectionError, OSError)):
+                while time.monotonic() < deadline:  # busy, but never done
+                    reply = busy.cmd(b"EHLO mx")
+                    if reply.startswith(b"421"):
+                        assert reply.startswith(b"421 4.4.2"), reply
+                        busy.cmd(b"NOOP")
+                    time.sleep(0.1)
+            assert time.monotonic() < deadline, "the session outlived its deadline"
+        with Raw.greeted(running.host, running.port) as slow:
+            slow.cmd(b"MAIL FROM:<anna@bauwerk-ag.de>")
+            slow.cmd(b"RCPT TO:<servicedesk@xitrust.com>")
+            assert slow.cmd(b"DATA").startswith(b"354")
+            time.sleep(1.5)  # the deadline passes during DATA
+            assert slow.cmd(message() + b".").startswith(b"250")  # acknowledged, then closed
+            assert slow.line().startswith(b"421 4.4.2")
+            with pytest.raises((ConnectionError, OSError)):
+                slow.line()
+    assert len(spooled(app)) == 1
+
+
 # -- the loop is never blocked -------------------------------------------------------
 
 LOAD_CLIENT = r"""
