@@ -184,6 +184,9 @@ class LimitsSettings(_Section):
     max_depth: int = Field(default=30, gt=0)
     max_attachment_size: int = Field(default=26_214_400, gt=0)
     max_text_chars: int = Field(default=1_000_000, gt=0)
+    # A Content-Type or Content-Disposition field (folded lines included):
+    # the stdlib's parameter parser is quadratic in it (0.5 s for 256 KB).
+    max_mime_header_bytes: int = Field(default=8192, gt=0)
 
 
 class WorkerSettings(_Section):

@@ -139,6 +139,7 @@ def _prescan(raw: bytes, limits: LimitsSettings) -> None:
     The cheap counts are upper bounds (every part starts with a line that
     begins with "--"; every nesting level needs a multipart or message/rfc822
     header); only a message over them pays for the exact scan."""
+    _check_mime_headers(raw, limits.max_mime_header_bytes)
     delimiter_lines = raw.count(b"\n--")
     containers = raw.count(b"ultipart/") + raw.count(b"ULTIPART/")
     if delimiter_lines < limits.max_parts and containers <= limits.max_depth:
@@ -148,6 +149,40 @@ def _prescan(raw: bytes, limits: LimitsSettings) -> None:
         raise Quarantine(f"MIME nesting too deep (more than {limits.max_depth} levels)")
     if parts > limits.max_parts:
         raise Quarantine(f"too many MIME parts (more than {limits.max_parts})")
+
+
+def _check_mime_headers(raw: bytes, limit: int) -> None:
+    """No Content-Type or Content-Disposition field (of the message or any
+    part) longer than ``limit`` bytes: the stdlib's parameter parser
+    (``email.message._parseparam``) counts quotes from the start of the
+    value for every ``;``, quadratic in its length, and the parser itself
+    runs it on every multipart's Content-Type. One pass of ``bytes.find``
+    over the message, whatever its shape."""
+    for needle in (b"ontent-", b"ONTENT-"):
+        pos = raw.find(needle, 1)
+        while pos >= 0:
+            start = pos - 1
+            if start == 0 or raw[start - 1 : start] == b"\n":  # "Content-" at the start of a line
+                name_end = raw.find(b":", pos, pos + 40)
+                name = raw[start:name_end].strip().lower() if name_end >= 0 else b""
+                if name in (b"content-type", b"content-disposition") and _field_longer(raw, name_end, limit):
+                    raise Quarantine(f"{name.decode()} header longer than {limit} bytes")
+            pos = raw.find(needle, pos + 1)
+
+
+def _field_longer(raw: bytes, start: int, limit: int) -> bool:
+    """Whether the header field from ``start`` to its end (the first line
+    end not followed by a space or tab) is longer than ``limit`` bytes;
+    reads at most ``limit`` bytes of it."""
+    pos, end = start, start + limit
+    while pos <= end:
+        nl = raw.find(b"\n", pos, end + 1)
+        if nl < 0:
+            return end < len(raw)
+        if raw[nl + 1 : nl + 2] not in (b" ", b"\t"):
+            return False
+        pos = nl + 1
+    return True
 
 
 _FEED_CHUNK = 1 << 20

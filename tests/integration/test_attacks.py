@@ -462,3 +462,35 @@ def test_with_a_trusted_mta_strangers_must_pass_dmarc_to_get_mail(
     row = feed(desk, tmp_path, stranger(1, ar))
     assert row.disposition == "created SD-1"  # the request is taken either way
     assert [r.template for r in outbox_rows(desk)] == (["signup_invitation"] if invited else [])
+
+
+# -- 4. inputs that made parsing super-linear ------------------------------------------
+# A generous timeout is the hang guard, not a timing assertion (bench/bench_hostile.py
+# has the figures: before the fix a 128 KB X-Loop took 90 s, after it 10 ms).
+
+HUGE = 1024 * 1024
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(("headers", "outcome"), [
+    (b"X-Loop: " + b"a" * HUGE, "created SD-1"),
+    (b"X-Loop: " + b"a@" * (HUGE // 2), "created SD-1"),
+    (b"Authentication-Results: " + b"mx.xitrust.com; ((" * (HUGE // 18), "created SD-1"),
+    (b"Subject: " + b"=?utf-8?q?a?= " * (HUGE // 14), "created SD-1"),
+    (b"References: " + b"<" * HUGE, "created SD-1"),
+    (b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b" + b'; a="b' * (HUGE // 6),
+     "quarantined: content-type header longer than 8192 bytes"),
+], ids=["x-loop", "x-loop-words", "auth-results", "subject-words", "references", "content-type"])
+def test_huge_headers_cost_linear_time(desk: App, tmp_path: Path, headers: bytes, outcome: str) -> None:
+    raw = (b"From: Eve <eve@evil.example>\r\nTo: servicedesk@xitrust.com\r\n"
+           b"Message-ID: <huge@evil.example>\r\n" + headers + b"\r\n\r\nbody\r\n")
+    row = feed(desk, tmp_path, raw)
+    assert row.disposition == outcome
+
+
+@pytest.mark.timeout(120)
+def test_a_from_folded_over_160000_lines_is_quarantined(desk: App, tmp_path: Path) -> None:
+    raw = (b"From: a" + b"\r\n a" * 160_000 + b" <eve@evil.example>\r\nTo: servicedesk@xitrust.com\r\n"
+           b"Message-ID: <folded@evil.example>\r\n\r\nbody\r\n")
+    row = feed(desk, tmp_path, raw)
+    assert row.disposition == "quarantined: From header longer than 4096 characters"
