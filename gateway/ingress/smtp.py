@@ -612,23 +612,15 @@ class Listener:
 
     def protocol_factory(self) -> SMTP:
         cls = GatewayLMTP if self.config.lmtp else GatewaySMTP
-        return cls(
-            self.handler,
-            tracker=self.tracker,
-            data_timeout=self.config.data_timeout,
-            junk_limit=self.config.junk_command_limit,
-            max_session=self.config.max_session_seconds,
-            data_size_limit=self.config.max_message_size,
-            enable_SMTPUTF8=True,
-            hostname=self.hostname,
-            tls_context=self.tls_context,
-            timeout=self.config.command_timeout,
-            loop=asyncio.get_running_loop(),
-        )
+        return self._protocol(cls, self.handler, tls_context=self.tls_context)
 
     def local_protocol_factory(self) -> SMTP:
-        return LocalLMTP(
-            self.local_handler,
+        return self._protocol(LocalLMTP, self.local_handler)
+
+    def _protocol(self, cls: type[_GatewayMixin], handler: DeskHandler, **extra: Any) -> SMTP:
+        """One session's protocol object with the listener's limits."""
+        return cls(
+            handler,
             tracker=self.tracker,
             data_timeout=self.config.data_timeout,
             junk_limit=self.config.junk_command_limit,
@@ -638,6 +630,7 @@ class Listener:
             hostname=self.hostname,
             timeout=self.config.command_timeout,
             loop=asyncio.get_running_loop(),
+            **extra,
         )
 
     def reload(self, config: ListenerConfig) -> None:

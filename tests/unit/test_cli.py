@@ -497,3 +497,22 @@ def test_seed_is_consistent(app: App, seed: Seed) -> None:
     """Guards the fixture itself: the ids it reports exist."""
     with reading(app.engine) as s:
         assert s.exec(select(Ticket.key).where(Ticket.id == seed.ticket_id)).one() == "SD-12"
+
+
+@pytest.mark.parametrize(("group", "commands"), [
+    ("db", ["upgrade"]),
+    ("org", ["create", "add-member", "list"]),
+    ("account", ["list", "show", "signup", "unbounce", "confirm"]),
+    ("ticket", ["list", "show", "comment", "transition"]),
+    ("mail", ["list", "show", "reprocess"]),
+    ("outbox", ["list", "retry", "flush"]),
+])
+def test_each_group_lists_its_commands_though_only_its_parsers_are_built(
+    group: str, commands: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["--config", "x.toml", group, "--help"]) == 0
+    out = capsys.readouterr().out
+    for name in commands:
+        assert f"    {name}" in out, (group, name, out)
+    assert cli.main([group, "nonsense"]) == 2
+    assert "invalid choice: 'nonsense'" in capsys.readouterr().err
