@@ -442,7 +442,10 @@ def check_header_block(msg: EmailMessage, raw_values: dict[str, str]) -> None:
     parsed = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(data[: end + 4])
     names = [name.lower() for name in parsed]
     expected = [n for n in _DESK_HEADERS if n in names]
-    if names != expected or len(set(names)) != len(names) or parsed.defects:
+    # (Not parsed.defects: which ones a header block without its body gets
+    # differs between Python patch releases; a stray line or an early end of
+    # the block shows up in the names.)
+    if names != expected or len(set(names)) != len(names):
         raise RenderError(f"header block check: unexpected headers {names}")
     for name, value in raw_values.items():
         got = " ".join(str(parsed.get(name, "")).split())

@@ -11,6 +11,7 @@ import sys
 import time
 
 from loopwatch import LoopWatch
+from privileges import require_root
 
 
 def run_on_loop(work: object) -> LoopWatch:
@@ -41,6 +42,7 @@ def test_time_spent_waiting_for_a_cpu_is_not_blamed_on_the_loop() -> None:
     """Pin this thread and a high-priority busy process to one CPU: 5 ms of
     work then takes far longer than 50 ms of wall time, all of it waiting
     for the CPU."""
+    require_root("raises a busy process's priority (nice -15) to take the CPU from this one")
     cpu = min(os.sched_getaffinity(0))
     spin = f"import os; os.sched_setaffinity(0, {{{cpu}}}); os.nice(-15)\nwhile True: pass"
     hog = subprocess.Popen([sys.executable, "-c", spin])
