@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser(argv).parse_args(argv)
     except SystemExit as exc:  # --help, or a usage error already printed
         return exc.code if isinstance(exc.code, int) else EX_USAGE
-    if args.handler == "cmd_ingest" and "-" not in args.paths[1:]:
+    if args.handler == "cmd_ingest" and args.paths in ([], ["-"]):
         code = _hand_off(args)
         if code is not None:
             return code
@@ -226,17 +226,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _hand_off(args: argparse.Namespace) -> int | None:
-    """``gateway ingest``: hand the message on stdin, or the messages of the
-    paths, to the running daemon. None when no daemon took any; then they
-    are processed inline as before (stdin: the bytes already read)."""
+    """``gateway ingest`` of one message on stdin: hand it to the running
+    daemon. None when no daemon took it; then stdin (or the bytes already
+    read from it) is processed inline as before."""
     import io
 
-    from gateway.ingress.handoff import NoDaemon, hand_off, hand_off_paths
+    from gateway.ingress.handoff import NoDaemon, hand_off
 
     try:
-        if args.paths in ([], ["-"]):
-            return hand_off(args.config, args.recipient, sys.stdin.buffer, sys.stderr)
-        return hand_off_paths(args.config, args.recipient, args.paths, sys.stderr)
+        return hand_off(args.config, args.recipient, sys.stdin.buffer, sys.stderr)
     except NoDaemon as exc:
         if exc.data is not None:
             args.stdin = io.BytesIO(exc.data)

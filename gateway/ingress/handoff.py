@@ -19,7 +19,6 @@ pipeline drops as a duplicate if the first copy was committed after all.
 
 from __future__ import annotations
 
-import contextlib
 import re
 import socket
 
@@ -31,7 +30,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import BinaryIO, TextIO
 
-EX_OK, EX_DATAERR, EX_NOINPUT, EX_TEMPFAIL = 0, 65, 66, 75
+EX_OK, EX_DATAERR, EX_TEMPFAIL = 0, 65, 75
 CONNECT_TIMEOUT = 10.0  # seconds for the greeting and each command before DATA
 COMMIT_TIMEOUT = 120.0  # seconds for the answer to DATA (the daemon's commit)
 _BARE_LF = re.compile(rb"(?<!\r)\n")
@@ -119,9 +118,9 @@ def data_section(raw: bytes) -> bytes:
     return data + b".\r\n"
 
 
-def _connect(config_path: str | None, recipient: str | None) -> tuple[_Session, str, int | None]:
-    """An LMTP session with the daemon, greeted: (session, recipient, the
-    daemon's size limit). NoDaemon when there is none to talk to."""
+def hand_off(config_path: str | None, recipient: str | None, stdin: BinaryIO, err: TextIO) -> int:
+    """Hand the message on ``stdin`` to the daemon; the exit code. Raises
+    NoDaemon when nothing was handed over (the caller processes inline)."""
     peek = Peek(config_path)
     path = peek.local_socket()
     rcpt = (recipient or "").strip() or peek.first_desk_address()
@@ -130,6 +129,7 @@ def _connect(config_path: str | None, recipient: str | None) -> tuple[_Session, 
     if not _PLAIN_ADDRESS.fullmatch(rcpt):
         raise NoDaemon("recipient needs the inline path's normalization")
     session = _Session(path)
+    raw: bytes | None = None
     try:
         code, text, _ = session.reply()
         if code != 220:
@@ -137,34 +137,7 @@ def _connect(config_path: str | None, recipient: str | None) -> tuple[_Session, 
         code, text, lines = session.command("LHLO localhost")
         if code != 250:
             raise NoDaemon(f"LHLO: {text}")
-    except (OSError, ConnectionError) as exc:
-        session.close()
-        raise NoDaemon(f"daemon went away: {exc}") from None
-    except NoDaemon:
-        session.close()
-        raise
-    return session, rcpt, _size_limit(lines)
-
-
-def _start_transaction(session: _Session, rcpt: str, raw: bytes | None) -> None:
-    """MAIL, RCPT and DATA up to the 354; NoDaemon (with ``raw``) when the
-    daemon will not take a message now."""
-    # No envelope sender: `gateway ingest` has none (the daemon records
-    # none for this socket, so "<>" does not make the mail a bounce).
-    try:
-        for line in ("MAIL FROM:<>", f"RCPT TO:<{rcpt}>", "DATA"):
-            code, text, _ = session.command(line)
-            if code != (354 if line == "DATA" else 250):
-                raise NoDaemon(f"{line.split(':')[0]}: {text}", raw)
-    except (OSError, ConnectionError) as exc:
-        raise NoDaemon(f"daemon went away: {exc}", raw) from None
-
-
-def hand_off(config_path: str | None, recipient: str | None, stdin: BinaryIO, err: TextIO) -> int:
-    """Hand the message on ``stdin`` to the daemon; the exit code. Raises
-    NoDaemon when nothing was handed over (the caller processes inline)."""
-    session, rcpt, limit = _connect(config_path, recipient)
-    try:
+        limit = _size_limit(lines)
         raw = _read_stdin(stdin, limit)
         if limit is not None and len(raw) > limit:
             print(f"gateway: rejected stdin: message too large (over {limit} bytes)", file=err)
@@ -173,56 +146,23 @@ def hand_off(config_path: str | None, recipient: str | None, stdin: BinaryIO, er
         if problem is not None:
             print(f"gateway: rejected stdin: {problem}", file=err)
             return EX_DATAERR
-        _start_transaction(session, rcpt, raw)
-        return _send(session, raw, err, "stdin")
+        # No envelope sender: `gateway ingest` has none (the daemon records
+        # none for this socket, so "<>" does not make the mail a bounce).
+        for line in ("MAIL FROM:<>", f"RCPT TO:<{rcpt}>"):
+            code, text, _ = session.command(line)
+            if code != 250:
+                raise NoDaemon(f"{line.split(':')[0]}: {text}", raw)
+        code, text, _ = session.command("DATA")
+        if code != 354:
+            raise NoDaemon(f"DATA: {text}", raw)
+        return _send(session, raw, err)
+    except (OSError, ConnectionError) as exc:  # before the message was sent
+        raise NoDaemon(f"daemon went away: {exc}", raw) from None
     finally:
         session.close()
 
 
-def hand_off_paths(config_path: str | None, recipient: str | None, paths: list[str], err: TextIO) -> int:
-    """Hand every message of ``paths`` (``.eml`` files, mboxes, Maildirs, as
-    ``gateway ingest`` reads them) to the daemon, one LMTP transaction each
-    in one session; the exit code, as the inline path gives it. NoDaemon
-    when not even the first message was handed over. Trouble after that is
-    exit 75: what was committed stays, and a second run's copies of it are
-    duplicates the pipeline drops."""
-    from gateway.ingress.pipe import SourceError, iter_path
-
-    session, rcpt, limit = _connect(config_path, recipient)
-    accepted = rejected = 0
-    try:
-        for path in paths:
-            for msg in iter_path(path, limit if limit is not None else 2**31):
-                if msg.raw is None:
-                    rejected += 1
-                    print(f"gateway: rejected {msg.label}: {msg.error}", file=err)
-                    continue
-                if accepted == 0:
-                    _start_transaction(session, rcpt, None)  # NoDaemon: the caller goes inline
-                else:
-                    try:
-                        _start_transaction(session, rcpt, None)
-                    except NoDaemon:
-                        print(f"gateway: temporary failure: the daemon went away ({accepted} messages "
-                              "accepted before)", file=err)
-                        return EX_TEMPFAIL
-                code = _send(session, msg.raw, err, msg.label)
-                if code == EX_TEMPFAIL:
-                    print(f"gateway: ({accepted} messages accepted before)", file=err)
-                    return EX_TEMPFAIL
-                if code == EX_OK:
-                    accepted += 1
-                else:
-                    rejected += 1
-    except SourceError as exc:
-        print(f"gateway: {exc}", file=err)
-        return EX_NOINPUT
-    finally:
-        session.close()
-    return EX_DATAERR if rejected else EX_OK
-
-
-def _send(session: _Session, raw: bytes, err: TextIO, label: str) -> int:
+def _send(session: _Session, raw: bytes, err: TextIO) -> int:
     try:
         session.sock.settimeout(COMMIT_TIMEOUT)
         session.sock.sendall(data_section(raw))
@@ -230,15 +170,12 @@ def _send(session: _Session, raw: bytes, err: TextIO, label: str) -> int:
     except (OSError, ConnectionError):
         print("gateway: temporary failure: the daemon did not answer; try again", file=err)
         return EX_TEMPFAIL
-    finally:
-        with contextlib.suppress(OSError):
-            session.sock.settimeout(CONNECT_TIMEOUT)
     if 200 <= code < 300:
         return EX_OK
     if 400 <= code < 500:
         print(f"gateway: temporary failure: {text[4:].strip() or 'try again later'}", file=err)
         return EX_TEMPFAIL
-    print(f"gateway: rejected {label}: {_reason(text)}", file=err)
+    print(f"gateway: rejected stdin: {_reason(text)}", file=err)
     return EX_DATAERR
 
 

@@ -192,31 +192,3 @@ def test_ingest_help_needs_nothing(tmp_path: Path) -> None:
     assert out.returncode == 0
     assert json.loads(out.stdout.splitlines()[-1]) == {"code": 0, "heavy": []}
     assert not os.path.exists(tmp_path / "var"), "--help created state"
-
-
-def test_files_and_mboxes_are_handed_over_too(tmp_path: Path) -> None:
-    """An mbox import (or a directory of .eml files) while the daemon runs:
-    one LMTP session, a transaction per message, the inline path's answers
-    (an oversize message is rejected with its label, the rest committed)."""
-    gw = GatewayProcess(tmp_path, smtp={"max_message_size": 4000})
-    gw.start()
-    try:
-        mbox = tmp_path / "import.mbox"
-        mbox.write_bytes(b"".join(
-            b"From MAILER-DAEMON Fri Nov 27 09:30:00 2026\n" + raw.replace(b"\r\n", b"\n") + b"\n"
-            for raw in (message(20), message(21, body="x" * 5000), message(22))
-        ))
-        (tmp_path / "one.eml").write_bytes(message(23))
-        result = ingest(gw, b"", str(mbox), str(tmp_path / "one.eml"), probe=True)
-        assert json.loads(result.stdout) == {"code": 65, "heavy": []}, result.stderr
-        # the inline path's words for it
-        too_large = f"gateway: rejected {mbox}#2: message too large (5163 bytes, limit 4000)"
-        assert result.stderr.splitlines() == [too_large]
-        gw.wait_processed(3)
-        rows = gw.query("SELECT source, disposition FROM inbound_mail ORDER BY id")
-        assert rows == [("ingest", "created SD-1"), ("ingest", "created SD-2"), ("ingest", "created SD-3")]
-        missing = ingest(gw, b"", str(tmp_path / "nope.mbox"))
-        expected = f"gateway: {tmp_path / 'nope.mbox'}: no such file or directory"
-        assert (missing.returncode, missing.stderr.strip()) == (66, expected)
-    finally:
-        assert gw.stop() == 0
