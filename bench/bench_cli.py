@@ -86,6 +86,23 @@ class State:
             self.daemon.wait(60)
             self.daemon = None
 
+    def prepare(self, with_daemon: bool) -> None:
+        """A migrated database, and the daemon running if asked for."""
+        self.run("db", "upgrade")
+        if with_daemon:
+            self.start()
+
+    def wait_processed(self, at_least: int = 0) -> dict[str, int]:
+        """The mail log's statuses once nothing is queued or processing (and
+        at least ``at_least`` mails are logged): with a daemon, processing
+        goes on after the last `ingest` exited."""
+        while True:
+            counts = self.processed()
+            busy = counts.get("queued", 0) + counts.get("processing", 0)
+            if busy == 0 and sum(counts.values()) >= at_least:
+                return counts
+            time.sleep(0.05)
+
     def processed(self) -> dict[str, int]:
         rows = json.loads(self.run("mail", "list", "--json").stdout)
         counts: dict[str, int] = {}
@@ -139,9 +156,7 @@ def pipe(
     """Each file through its own `gateway ingest`, four at a time; seconds
     until all are processed, and the mail log's statuses."""
     state = State(base, gateway)
-    state.run("db", "upgrade")
-    if with_daemon:
-        state.start()
+    state.prepare(with_daemon)
 
     def one(path: Path) -> int:
         with path.open("rb") as fh:
@@ -152,11 +167,7 @@ def pipe(
         start = time.perf_counter()
         with ThreadPoolExecutor(4) as pool:
             codes = list(pool.map(one, files))
-        while True:  # with a daemon, processing goes on after the last exit 0
-            counts = state.processed()
-            if counts.get("queued", 0) + counts.get("processing", 0) == 0:
-                break
-            time.sleep(0.05)
+        counts = state.wait_processed()
         elapsed = time.perf_counter() - start
     finally:
         state.stop()
@@ -172,18 +183,12 @@ def mbox_import(
     """One `gateway ingest` of an mbox of ``n`` messages; seconds until
     every message is processed, and the mail log's statuses."""
     state = State(base, gateway)
-    state.run("db", "upgrade")
-    if with_daemon:
-        state.start()
+    state.prepare(with_daemon)
     try:
         start = time.perf_counter()
         subprocess.run([*gateway, "ingest", "--no-progress", str(mbox)], cwd=state.dir, env=state.env,
                        capture_output=True, check=True)
-        while True:
-            counts = state.processed()
-            if counts.get("queued", 0) + counts.get("processing", 0) == 0 and sum(counts.values()) >= n:
-                break
-            time.sleep(0.05)
+        counts = state.wait_processed(at_least=n)
         return time.perf_counter() - start, counts
     finally:
         state.stop()

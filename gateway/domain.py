@@ -5,6 +5,7 @@ few exceptions that steer the pipeline (Mailman style: a stage raises
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 # The vocabularies live in a light module of their own (see its docstring);
@@ -161,6 +162,14 @@ def is_desk_address(addr: str, desk: frozenset[str]) -> bool:
     from it is the desk's own (a loop)."""
     normalized = normalize_address(addr)
     return normalized in desk or without_subaddress(normalized) in desk
+
+
+def routed_type(routing: Mapping[str, RequestType], recipient: str) -> RequestType | None:
+    """The request type ``routing`` (normalised addresses) gives the
+    recipient, or its base address when it is a sub-address; None if
+    neither is routed."""
+    addr = normalize_address(recipient)
+    return routing.get(addr) or routing.get(without_subaddress(addr))
 
 
 def normalize_message_id(mid: str) -> str:

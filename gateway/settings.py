@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gateway.config_peek import DEFAULT_DESK_ADDRESS, DEFAULT_LOCAL_SOCKET
-from gateway.domain import RequestType, normalize_address, without_subaddress
+from gateway.domain import RequestType, normalize_address, routed_type
 
 FREE_MAIL_DOMAINS = frozenset(
     {
@@ -266,12 +266,7 @@ class Settings(BaseSettings):
         return frozenset(self.desk.addresses) | frozenset(self.routing)
 
     def request_type_for(self, recipient: str | None) -> RequestType:
-        if recipient:
-            addr = normalize_address(recipient)
-            rt = self.routing.get(addr) or self.routing.get(without_subaddress(addr))
-            if rt is not None:
-                return rt
-        return RequestType.other
+        return (routed_type(self.routing, recipient) if recipient else None) or RequestType.other
 
     def masked(self) -> dict[str, Any]:
         """The effective config as a dict with secrets masked."""

@@ -48,10 +48,6 @@ class NoDaemon(Exception):
         self.data = data
 
 
-class _Lost(Exception):
-    """The daemon went away after it had the whole message."""
-
-
 class _Session:
     """One LMTP session over a Unix socket, with blocking I/O."""
 

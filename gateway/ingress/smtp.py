@@ -44,7 +44,7 @@ from gateway.domain import (
     TemporaryFailure,
     is_desk_address,
     normalize_address,
-    without_subaddress,
+    routed_type,
 )
 from gateway.ingress.smtp_data import read_data
 from gateway.ingress.sniff import check_message
@@ -316,8 +316,7 @@ class DeskHandler:
         address)."""
         addresses = [normalize_address(a) for a in rcpt_tos]
         for addr in addresses:
-            routed = self.config.routing.get(addr) or self.config.routing.get(without_subaddress(addr))
-            if routed not in (None, RequestType.other):
+            if routed_type(self.config.routing, addr) not in (None, RequestType.other):
                 return addr
         return addresses[0] if addresses else None
 
@@ -534,11 +533,7 @@ class _GatewayMixin(SMTP):
 
     def shut_down(self) -> None:
         """Tell an idle client we are going away and close (RFC 5321 421)."""
-        transport = self.transport
-        if transport is not None and not transport.is_closing():
-            assert isinstance(transport, asyncio.WriteTransport)
-            transport.write(R_SHUTDOWN)
-            transport.close()
+        self._close_with(R_SHUTDOWN)
 
 
 class GatewaySMTP(_GatewayMixin):

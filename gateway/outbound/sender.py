@@ -63,10 +63,6 @@ log = logging.getLogger("gateway.outbound")
 
 DUE = (OutboxStatus.queued.value, OutboxStatus.retrying.value)
 HOUR = dt.timedelta(hours=1)
-# last_error of rows held back by the desk-wide backscatter cap (the metrics
-# count them by these texts: store.repo.BACKSCATTER_*).
-BACKSCATTER_DEFERRED = repo.BACKSCATTER_DEFERRED
-BACKSCATTER_DROPPED = repo.BACKSCATTER_DROPPED
 _ROW_COLS = [OUTBOX.c[f] for f in OutboxRow.__dataclass_fields__]
 
 
@@ -386,7 +382,7 @@ class OutboxSender:
         account = repo.account_by_email(conn, row.to_addr)
         if account is not None and account.state != AccountState.unverified:
             return None
-        if row.last_error == BACKSCATTER_DEFERRED and self._waited_too_long(row, now):
+        if row.last_error == repo.BACKSCATTER_DEFERRED and self._waited_too_long(row, now):
             return now  # it waited for the cap a day: dropped, even if there is room now
         sent, oldest = repo.unverified_mails_sent_since(conn, now - HOUR)
         if sent < cap:
@@ -404,12 +400,12 @@ class OutboxSender:
         gets the same time and the claim orders by it, then by id); drop
         the mail once it has waited ``unverified_mail_max_wait_hours``."""
         if self._waited_too_long(row, now):
-            log.warning("outbox=%s to=%s: dropped: %s", row.id, row.to_addr, BACKSCATTER_DROPPED)
+            log.warning("outbox=%s to=%s: dropped: %s", row.id, row.to_addr, repo.BACKSCATTER_DROPPED)
             self._set(conn, row.id, attempt, status=OutboxStatus.failed.value, next_attempt_at=None,
-                      last_error=BACKSCATTER_DROPPED)
+                      last_error=repo.BACKSCATTER_DROPPED)
             return "failed"
         self._set(conn, row.id, attempt, attempts=attempt - 1, next_attempt_at=until,
-                  last_error=BACKSCATTER_DEFERRED)
+                  last_error=repo.BACKSCATTER_DEFERRED)
         return "deferred"
 
     def _defer(
