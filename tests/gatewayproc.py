@@ -85,6 +85,10 @@ class GatewayProcess:
         env: dict[str, str] | None = None,
         preexec_fn: Callable[[], None] | None = None,
     ) -> None:
+        # The log is appended to across restarts: wait for one more
+        # "listening" line than it already has, not for the last start's.
+        ready = f"listening on 127.0.0.1:{self.port}"
+        seen = self.log_text().count(ready)
         with open(self.log, "ab") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "gateway", "serve"],
@@ -95,7 +99,7 @@ class GatewayProcess:
                 preexec_fn=preexec_fn,  # only the MDWE test passes one
             )
         if wait:
-            self.wait_for_log(f"listening on 127.0.0.1:{self.port}")
+            self.wait_for_log(ready, count=seen + 1)
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
