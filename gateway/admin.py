@@ -1,5 +1,6 @@
 """Write side of the operator surface: the actions behind ``org create``,
-``org add-member``, ``ticket transition`` and ``outbox retry``. Each takes
+``org add-member`` and ``outbox retry`` (ticket changes are desk operations:
+``gateway.desk.operations``). Each takes
 the caller's session (opened with ``store.db.transaction``) and raises
 ``AdminError`` for a refusal or ``views.NotFound`` for an unknown name."""
 
@@ -11,10 +12,10 @@ from collections.abc import Iterable
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from gateway.domain import AccountState, OutboxStatus, Refused, TicketStatus, normalize_address
-from gateway.settings import FREE_MAIL_DOMAINS, Settings
-from gateway.store.models import Account, Organization, OrganizationDomain, OutboundMail, Ticket, utcnow
-from gateway.views import NotFound, find_org, get_org, get_ticket
+from gateway.domain import AccountState, OutboxStatus, Refused, normalize_address
+from gateway.settings import FREE_MAIL_DOMAINS
+from gateway.store.models import Account, Organization, OrganizationDomain, OutboundMail, utcnow
+from gateway.views import NotFound, find_org, get_org
 
 _DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$")
 _EMAIL_RE = re.compile(r"^[^@\s<>()\[\],;:\"]+@[^@\s<>()\[\],;:\"]+$")
@@ -92,55 +93,6 @@ def add_member(session: Session, org_name: str, email: str) -> tuple[Account, bo
     except IntegrityError:
         raise AdminError(f"account {address} was created concurrently; try again") from None
     return account, created
-
-
-def transition_ticket(
-    session: Session, key: str, status: str, settings: Settings | None = None
-) -> tuple[Ticket, str]:
-    """Set a ticket's status; returns (ticket, previous status). With
-    ``settings``, the reporter and participants are told (status_changed)."""
-    try:
-        new = TicketStatus(status.strip().lower())
-    except ValueError:
-        allowed = ", ".join(s.value for s in TicketStatus)
-        raise AdminError(f"unknown ticket status {status!r} (one of: {allowed})") from None
-    ticket = get_ticket(session, key)
-    previous = ticket.status
-    if previous != new.value:
-        ticket.status = new.value
-        ticket.updated_at = utcnow()
-        session.add(ticket)
-        session.flush()
-        if settings is not None:
-            _notify_status(session, settings, ticket, previous, new)
-    return ticket, previous
-
-
-# Which transitions the customer side hears about (resolved, closed, reopened).
-_CLOSED_STATES = frozenset({TicketStatus.resolved.value, TicketStatus.closed.value})
-
-
-def _notify_status(
-    session: Session, settings: Settings, ticket: Ticket, previous: str, new: TicketStatus
-) -> None:
-    from gateway.pipeline import notify
-    from gateway.store import repo
-
-    event: str
-    if new.value in _CLOSED_STATES:
-        event = new.value
-    elif previous in _CLOSED_STATES:
-        event = "reopened"
-    else:
-        return
-    conn = session.connection()  # the same transaction as the status change
-    row = repo.ticket_by_id(conn, ticket.id) if ticket.id is not None else None
-    if row is None:
-        return
-    ids = [row.reporter_id, *repo.participant_ids(conn, row.id)]
-    data: dict[str, object] = {"ticket_key": row.key, "event": event}
-    for account in repo.accounts_by_id(conn, dict.fromkeys(ids)):
-        notify.queue(conn, settings, account, "status_changed", row, data)
 
 
 def retry_outbox(session: Session, outbound_id: int) -> OutboundMail:

@@ -7,19 +7,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-from gateway.domain import MailStatus, Role, normalize_address
+from gateway.domain import MailStatus, normalize_address
 from gateway.settings import Settings
 
 # Each command imports only what it uses (`gateway ticket list` needs
 # neither the pipeline nor psycopg): the heavy parts are imported inside the
 # methods that need them, and only named here for the type checker.
 if TYPE_CHECKING:
-    from sqlalchemy import Engine
+    from collections.abc import Callable
 
+    from sqlalchemy import Connection, Engine
+
+    from gateway.desk.operations import Done
     from gateway.pipeline.runner import Runner
     from gateway.store.blobs import DatabaseBlobStore, FileBlobStore
+    from gateway.store.repo import AccountRow
 
 
 @dataclass
@@ -103,30 +107,55 @@ class App:
             self.runner().drain(on_done=lambda i, d: results.append((i, d.text)), ids=found)
         return sorted(results)
 
+    def operate(self, key: str, as_email: str | None, operation: Callable[..., Done], *args: Any) -> Done:
+        """Run the desk operation ``operation(conn, desk, actor, ticket,
+        *args)`` on the ticket ``key`` as the account
+        ``as_email`` (None: the desk itself, ``system``), from the command
+        line, in one transaction. Raises NotFound for an unknown ticket or
+        account and ``Refused`` (Forbidden, Invalid) when the operation is
+        refused."""
+        from gateway.desk.operations import Actor, Desk
+        from gateway.store import repo
+        from gateway.store.db import connection
+        from gateway.views import NotFound, normalize_ticket_key
+
+        self.ensure_schema()
+        with connection(self.engine) as conn:
+            ticket = repo.ticket_by_key(conn, normalize_ticket_key(key))
+            if ticket is None:
+                raise NotFound(f"ticket {key} not found")
+            if as_email is None:
+                actor = Actor.system("cli")
+            else:
+                actor = Actor.of(self._cli_account(conn, as_email), "cli")
+            return operation(conn, Desk(self.settings, self.blobs), actor, ticket, *args)
+
+    def _cli_account(self, conn: Connection, email: str) -> AccountRow:
+        """The account behind ``--as``: it must exist, except an agent's
+        (an address in ``security.agent_domains``), which is created on
+        first use. A typo must not create a customer whose comment is
+        mailed to the ticket's people."""
+        from gateway.pipeline.identify import create_account
+        from gateway.store import repo
+        from gateway.views import NotFound
+
+        address = normalize_address(email)
+        account = repo.account_by_email(conn, address)
+        if account is not None:
+            return account
+        if address.rpartition("@")[2] in self.settings.security.agent_domains:
+            return create_account(conn, address, "", self.settings.desk.default_locale, self.settings)
+        raise NotFound(f"no account {address} (see `gateway account list`)")
+
     def comment(self, key: str, author_email: str, body: str, internal: bool) -> int:
         """A comment without mail (an agent at the command line); returns
         the comment id. A public one notifies the customer side."""
-        from gateway.pipeline import apply, notify
-        from gateway.pipeline.identify import create_account
-        from gateway.store import repo
-        from gateway.store.db import connection
-        from gateway.views import NotFound
+        from gateway.desk import operations
 
-        self.ensure_schema()
-        address = normalize_address(author_email)
-        with connection(self.engine) as conn:
-            ticket = repo.ticket_by_key(conn, key.upper())
-            if ticket is None:
-                raise NotFound(f"ticket {key} not found")
-            author = repo.account_by_email(conn, address) or create_account(
-                conn, address, "", self.settings.desk.default_locale, self.settings
-            )
-            applied = apply.write_comment(
-                conn, ticket, author, body, internal, author.role == Role.agent, "cli"
-            )
-            notify.notify_commented(conn, self.settings, applied, author)
-            assert applied.comment_id is not None
-            return applied.comment_id
+        new = operations.NewComment(body=body, internal=internal)
+        done = self.operate(key, author_email, operations.add_comment, new)
+        assert done.comment_id is not None
+        return done.comment_id
 
     # -- outbound mail and signup ------------------------------------------
     def flush_outbox(self) -> dict[str, int]:

@@ -13,7 +13,7 @@ import argparse
 import os
 import sys
 
-from gateway.vocabulary import MailStatus, OutboxStatus, TicketStatus
+from gateway.vocabulary import MailStatus, OutboxStatus, Priority, RequestType, TicketStatus
 
 # Not `from typing import …`: typing costs ~5 ms at start (mypy reads this
 # block; any name TYPE_CHECKING is true for it).
@@ -168,6 +168,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--password-file", required=True, metavar="F", help="file holding the new password")
 
     ticket = group("ticket", "tickets")
+    who = "who does it (default: the desk, 'system')"
     p = command(ticket, "list", "cmd_ticket_list", "list tickets", json_output=True)
     p.add_argument("--status", choices=[s.value for s in TicketStatus])
     p.add_argument("--org", metavar="NAME")
@@ -182,6 +183,22 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p = command(ticket, "transition", "cmd_ticket_transition", "set a ticket's status")
     p.add_argument("key", metavar="KEY")
     p.add_argument("status", metavar="STATUS", choices=[s.value for s in TicketStatus])
+    p.add_argument("--as", dest="as_email", metavar="EMAIL", help=who)
+    p = command(ticket, "set", "cmd_ticket_set", "set a ticket's priority, request type or fields")
+    p.add_argument("key", metavar="KEY")
+    p.add_argument("--priority", choices=[x.value for x in Priority])
+    p.add_argument("--type", dest="request_type", choices=[t.value for t in RequestType])
+    p.add_argument("--field", dest="fields", action="append", default=[], metavar="NAME=VALUE",
+                   help="set a field (NAME= removes it; a JSON list or string is taken as such; repeatable)")
+    p.add_argument("--as", dest="as_email", metavar="EMAIL", help=who)
+    for name, handler, help_text in (
+        ("share", "cmd_ticket_share", "share a ticket with the reporter's organization or a person"),
+        ("unshare", "cmd_ticket_unshare", "stop sharing a ticket with the organization or a person"),
+    ):
+        p = command(ticket, name, handler, help_text)
+        p.add_argument("key", metavar="KEY")
+        p.add_argument("target", metavar="org|EMAIL", help="'org' (the reporter's org) or an address")
+        p.add_argument("--as", dest="as_email", metavar="EMAIL", help=who)
 
     mail = group("mail", "the inbound mail log and quarantine")
     p = command(mail, "list", "cmd_mail_list", "list inbound mail", json_output=True)

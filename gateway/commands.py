@@ -23,7 +23,11 @@ from gateway.settings import ConfigError, load_settings
 from gateway.store.db import is_transient, reading, transaction
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
     from gateway.app import App
+    from gateway.desk.operations import Actor, Desk, Done
+    from gateway.store.repo import TicketRow
 
 
 # -- output helpers -----------------------------------------------------
@@ -301,12 +305,68 @@ def _read_body(path: str | None) -> str:
 
 
 def cmd_ticket_transition(app: App, args: argparse.Namespace) -> int:
-    from gateway import admin
+    from gateway.desk import operations
 
-    with transaction(app.engine) as session:
-        ticket, previous = admin.transition_ticket(session, args.key, args.status, app.settings)
-        key, status = ticket.key, ticket.status
-    print(f"{key}: {previous} -> {status}")
+    done = app.operate(args.key, args.as_email, operations.transition, args.status)
+    print(f"{done.ticket.key}: {done.ticket.status} -> {args.status}")
+    return EX_OK
+
+
+def cmd_ticket_set(app: App, args: argparse.Namespace) -> int:
+    from gateway.desk import operations
+
+    fields = dict(_field_assignment(text) for text in args.fields)
+    if args.priority is None and args.request_type is None and not fields:
+        raise CommandError("nothing to set: give --priority, --type or --field")
+
+    def change(conn: Connection, desk: Desk, actor: Actor, ticket: TicketRow) -> Done:
+        done = operations.Done(ticket=ticket, changed=False)
+        if args.priority is not None:
+            done = operations.set_priority(conn, desk, actor, ticket, args.priority)
+        if args.request_type is not None:
+            done = operations.set_request_type(conn, desk, actor, ticket, args.request_type)
+        if fields:
+            done = operations.set_fields(conn, desk, actor, ticket, fields)
+        return done
+
+    done = app.operate(args.key, args.as_email, change)
+    print(f"{done.ticket.key}: updated")
+    return EX_OK
+
+
+def _field_assignment(text: str) -> tuple[str, Any]:
+    """``NAME=VALUE``: a JSON list or string value is taken as such (for the
+    list fields: ``browser=["firefox","edge"]``), anything else as text."""
+    name, sep, value = text.partition("=")
+    name = name.strip()
+    if not sep or not name:
+        raise CommandError(f"--field takes NAME=VALUE, not {text!r}")
+    if value.startswith(("[", '"')):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            raise CommandError(f"--field {name}: not valid JSON: {value}") from None
+        if isinstance(parsed, str) or (isinstance(parsed, list) and all(isinstance(v, str) for v in parsed)):
+            return name, parsed
+        raise CommandError(f"--field {name}: a string or a list of strings")
+    return name, value
+
+
+def cmd_ticket_share(app: App, args: argparse.Namespace) -> int:
+    from gateway.desk import operations
+
+    done = app.operate(args.key, args.as_email, operations.share, args.target)
+    key = done.ticket.key
+    print(f"{key}: shared with {args.target}" if done.changed else f"{key}: unchanged")
+    return EX_OK
+
+
+def cmd_ticket_unshare(app: App, args: argparse.Namespace) -> int:
+    from gateway.desk import operations
+
+    done = app.operate(args.key, args.as_email, operations.unshare, args.target)
+    print(f"{done.ticket.key}: no longer shared with {args.target}" if done.changed
+          else f"{done.ticket.key}: unchanged")
     return EX_OK
 
 

@@ -20,8 +20,8 @@ import unicodedata
 from argon2 import PasswordHasher
 from sqlalchemy import Connection, Engine, and_, func, insert, select, update
 
+from gateway.desk import notify
 from gateway.domain import AccountState, normalize_address
-from gateway.pipeline import notify
 from gateway.pipeline.identify import create_account
 from gateway.settings import Settings
 from gateway.store import repo

@@ -25,6 +25,7 @@ from gateway.store.models import (
     OrganizationDomain,
     OutboundMail,
     Ticket,
+    TicketEvent,
     TicketParticipant,
     as_utc,
 )
@@ -140,6 +141,9 @@ def ticket_json(session: Session, ticket: Ticket) -> JsonDict:
             "public": comment.public,
             "created_at": iso(comment.created_at),
             "message_id": comment.message_id,
+            "source": comment.source,
+            "mail_id": comment.inbound_mail_id,
+            "threaded_by": comment.threaded_by,
             "attachments": by_comment.get(comment.id, []),
         }
         for comment, email in rows
@@ -159,9 +163,38 @@ def ticket_json(session: Session, ticket: Ticket) -> JsonDict:
         "linked_key": ticket.linked_key,
         "created_at": iso(ticket.created_at),
         "updated_at": iso(ticket.updated_at),
+        "mail_id": ticket.source_mail_id,
+        "threaded_by": ticket.threaded_by,
         "attachments": by_comment.get(None, []),
         "comments": comments,
+        "history": ticket_history(session, ticket),
     }
+
+
+def ticket_history(session: Session, ticket: Ticket) -> list[JsonDict]:
+    """Every change to ``ticket``, oldest first (SPEC §4 "history"):
+    ``at``, ``actor`` (an address, or ``system``), ``action``, ``from``,
+    ``to``; also how the request arrived (``source``), the inbound mail that
+    carried it (``mail_id``) and, for ``commented``, the comment."""
+    rows = session.exec(
+        select(TicketEvent, Account.email)
+        .join(Account, col(Account.id) == col(TicketEvent.actor_id), isouter=True)
+        .where(TicketEvent.ticket_id == ticket.id)
+        .order_by(col(TicketEvent.id))
+    ).all()
+    return [
+        {
+            "at": iso(event.at),
+            "actor": email or "system",
+            "action": event.action,
+            "from": event.from_value,
+            "to": event.to_value,
+            "source": event.source,
+            "mail_id": event.inbound_mail_id,
+            "comment_id": event.comment_id,
+        }
+        for event, email in rows
+    ]
 
 
 def ticket_list(

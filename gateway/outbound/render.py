@@ -51,7 +51,8 @@ LOCALES = frozenset(MARKERS)
 # everything else the desk sends on its own initiative.
 AUTO_REPLIED = frozenset({"request_created", "signup_invitation"})
 TEMPLATES = frozenset(
-    {"signup_confirmation", "signup_invitation", "request_created", "comment_added", "status_changed"}
+    {"signup_confirmation", "signup_invitation", "request_created", "comment_added", "status_changed",
+     "ticket_shared"}
 )
 STATUS_EVENTS = frozenset({"resolved", "closed", "reopened"})
 

@@ -29,6 +29,7 @@ from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import IntegrityError
 
 from gateway import verp
+from gateway.desk.operations import Desk
 from gateway.domain import (
     Disposition,
     Ignore,
@@ -40,7 +41,7 @@ from gateway.domain import (
     normalize_message_id,
 )
 from gateway.ingress.spool import Spool
-from gateway.pipeline import apply, notify
+from gateway.pipeline import apply
 from gateway.pipeline.fields import extract_fields
 from gateway.pipeline.identify import create_accounts_ahead, identify, new_sender
 from gateway.pipeline.parse import parse_mail
@@ -179,6 +180,7 @@ class Runner:
         self.pool = pool
         self.pool_factory = pool_factory  # makes a pool the first time one pays off
         self.desk_addresses = settings.desk_addresses()
+        self.desk = Desk(settings, blobs)
         self.accounts_ahead = engine.dialect.name == "postgresql"  # see _create_accounts_ahead
 
     # -- driving ----------------------------------------------------------
@@ -466,29 +468,15 @@ class Runner:
             sender = dataclasses.replace(sender, account=dataclasses.replace(sender.account, bounced_at=None))
         match = find_ticket(conn, mail, sender, settings.desk.ticket_prefix)
         if match.ticket is None:
-            applied = apply.create_ticket(
-                conn,
-                settings,
-                self.blobs,
-                mail,
-                sender,
-                settings.request_type_for(job.recipient),
-                extract_fields(mail),
-                job.id,
-                linked_key=match.closed_predecessor.key if match.closed_predecessor else None,
-                ancestors=match.passed_over,
-            )
-            notify.notify_created(
-                conn, settings, applied, sender.account, job.id,
-                sender_authenticated=trusted or authenticated_by(mail, settings.security.trusted_authserv_id,
-                                                                 spf=True),
-            )
-            return Disposition.created(applied.ticket.key, applied.ticket.id)
-        applied = apply.add_comment(
-            conn, settings, self.blobs, mail, sender, match.ticket, job.id, ancestors=match.passed_over
-        )
-        notify.notify_commented(conn, settings, applied, sender.account, job.id)
-        return Disposition.commented(applied.ticket.key, applied.ticket.id)
+            # Whether a stranger's new ticket may be acknowledged (backscatter).
+            authenticated = trusted or authenticated_by(mail, settings.security.trusted_authserv_id, spf=True)
+            actor = apply.actor_for(sender, job.id, authenticated)
+            request_type = settings.request_type_for(job.recipient)
+            fields = extract_fields(mail)
+            done = apply.create_ticket(conn, self.desk, actor, mail, sender, request_type, fields, match)
+            return Disposition.created(done.ticket.key, done.ticket.id)
+        done = apply.add_comment(conn, self.desk, apply.actor_for(sender, job.id, True), mail, sender, match)
+        return Disposition.commented(done.ticket.key, done.ticket.id)
 
     @staticmethod
     def _bounce(conn: Connection, mail: ParsedMail, job: Job) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection
 
+from gateway.desk.access import may_access
 from gateway.domain import ParsedMail, TicketStatus
 from gateway.pipeline.identify import Sender
 from gateway.store import repo
@@ -26,7 +27,8 @@ _PREFIX = r"(?:(?:re|aw|wg|fw|fwd|antw|antwort|sv|vs|tr|r|rif)\s*(?:\[\d+\])?\s*
 class ThreadMatch:
     ticket: TicketRow | None  # the ticket to comment on; None: a new ticket
     closed_predecessor: TicketRow | None = None  # reply to a closed ticket
-    via: str = ""  # "in-reply-to", "references", "subject" (for logs/tests)
+    via: str = ""  # "in-reply-to", "references", "subject"
+    ref: str = ""  # the Message-ID or subject key it matched
     # Tickets this mail refers to by Message-ID but the sender may not see.
     # Recorded as the mail's "ancestors", so that when someone who may see
     # them answers this mail, the answer still finds its way home.
@@ -41,17 +43,6 @@ def subject_key_patterns(prefix: str) -> tuple[re.Pattern[str], re.Pattern[str]]
     return bracketed, bare
 
 
-def may_access(conn: Connection, sender: Sender, ticket: TicketRow) -> bool:
-    """Reporter, participant, member of the organization the ticket is
-    shared with, or an agent (with agent privileges in effect)."""
-    account = sender.account
-    if sender.is_agent or ticket.reporter_id == account.id:
-        return True
-    if ticket.organization_id is not None and ticket.organization_id == account.organization_id:
-        return True
-    return repo.is_participant(conn, ticket.id, account.id)
-
-
 def candidate_ids(mail: ParsedMail) -> list[str]:
     """In-Reply-To first, then References newest to oldest, no repeats."""
     seen: set[str] = set()
@@ -63,13 +54,14 @@ def candidate_ids(mail: ParsedMail) -> list[str]:
     return out[:100]  # a hostile References header must not cost more
 
 
-def _candidates(conn: Connection, mail: ParsedMail, prefix: str) -> list[tuple[TicketRow, str]]:
+def _candidates(conn: Connection, mail: ParsedMail, prefix: str) -> list[tuple[TicketRow, str, str]]:
+    """(ticket, via, the Message-ID or key matched), in SPEC order."""
     ids = candidate_ids(mail)
     known = repo.tickets_by_message_ids(conn, ids)
-    out: list[tuple[TicketRow, str]] = []
+    out: list[tuple[TicketRow, str, str]] = []
     for pos, mid in enumerate(ids):
         for ticket in known.get(mid, ()):
-            out.append((ticket, "in-reply-to" if pos == 0 and mail.in_reply_to else "references"))
+            out.append((ticket, "in-reply-to" if pos == 0 and mail.in_reply_to else "references", mid))
     bracketed, bare = subject_key_patterns(prefix)
     numbers = [int(m.group(1)) for m in bracketed.finditer(mail.subject)]
     m = bare.match(mail.subject)
@@ -83,22 +75,24 @@ def _candidates(conn: Connection, mail: ParsedMail, prefix: str) -> list[tuple[T
         # the commit). Number them now, so that a batch threads exactly as
         # its messages would one by one; rare outside re-imported archives.
         by_number = repo.tickets_by_number(conn, wanted)
-    out += [(by_number[n], "subject") for n in dict.fromkeys(numbers) if n in by_number]
+    out += [(by_number[n], "subject", by_number[n].key) for n in dict.fromkeys(numbers) if n in by_number]
     return out
 
 
 def find_ticket(conn: Connection, mail: ParsedMail, sender: Sender, prefix: str) -> ThreadMatch:
     seen: set[int] = set()
     passed_over: list[TicketRow] = []
-    for ticket, via in _candidates(conn, mail, prefix):
+    for ticket, via, ref in _candidates(conn, mail, prefix):
         if ticket.id in seen:
             continue
         seen.add(ticket.id)
-        if not may_access(conn, sender, ticket):
+        if not may_access(conn, sender.account, ticket, as_agent=sender.is_agent):
             if via != "subject":
                 passed_over.append(ticket)
             continue
         if ticket.status == TicketStatus.closed and not sender.is_agent:
-            return ThreadMatch(ticket=None, closed_predecessor=ticket, via=via, passed_over=passed_over)
-        return ThreadMatch(ticket=ticket, via=via, passed_over=passed_over)
+            return ThreadMatch(
+                ticket=None, closed_predecessor=ticket, via=via, ref=ref, passed_over=passed_over
+            )
+        return ThreadMatch(ticket=ticket, via=via, ref=ref, passed_over=passed_over)
     return ThreadMatch(ticket=None, passed_over=passed_over)

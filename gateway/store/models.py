@@ -82,6 +82,9 @@ class Ticket(SQLModel, table=True):
     # No foreign key: inbound_mail.ticket_id already points the other way,
     # and a cycle would make table creation order ambiguous.
     source_mail_id: int | None = None
+    # How the mail behind it was threaded: "new", or "new: <KEY> is closed"
+    # (a reply to a closed ticket). None: not from mail.
+    threaded_by: str | None = Field(default=None, max_length=1000)
     created_at: dt.datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
     updated_at: dt.datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
 
@@ -114,7 +117,32 @@ class Comment(SQLModel, table=True):
     source: str = Field(default="email", max_length=20)
     message_id: str | None = Field(default=None, max_length=998)
     inbound_mail_id: int | None = Field(default=None, foreign_key="inbound_mail.id")
+    # Why a mail's comment landed on this ticket: "in-reply-to <id>",
+    # "references <id>" or "subject SD-12". None: not from mail.
+    threaded_by: str | None = Field(default=None, max_length=1000)
     created_at: dt.datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class TicketEvent(SQLModel, table=True):
+    """The history of a ticket: one row per desk operation (SPEC §4
+    "history"), written in the operation's transaction. ``actor_id`` None is
+    the desk itself (``system``); ``from_value``/``to_value`` hold what the
+    action changed (a status, a priority, the changed fields, who it was
+    shared with) as JSON."""
+
+    __tablename__ = "ticket_event"
+    __table_args__ = (Index("ix_ticket_event_ticket_id", "ticket_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int = Field(foreign_key="ticket.id")
+    at: dt.datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    actor_id: int | None = Field(default=None, foreign_key="account.id")
+    action: str = Field(max_length=20)
+    from_value: Any = Field(default=None, sa_column=Column(JSON, nullable=True))
+    to_value: Any = Field(default=None, sa_column=Column(JSON, nullable=True))
+    source: str = Field(default="email", max_length=20)  # email, cli, web, system
+    comment_id: int | None = Field(default=None, foreign_key="comment.id")
+    inbound_mail_id: int | None = Field(default=None, foreign_key="inbound_mail.id")
 
 
 class Attachment(SQLModel, table=True):

@@ -32,6 +32,7 @@ from gateway.store.models import (
     ProcessedKey,
     Ticket,
     TicketCounter,
+    TicketEvent,
     TicketParticipant,
     utcnow,
 )
@@ -48,6 +49,7 @@ MAIL = InboundMail.__table__  # type: ignore[attr-defined]
 MESSAGE_REF = MessageRef.__table__  # type: ignore[attr-defined]
 OUTBOX = OutboundMail.__table__  # type: ignore[attr-defined]
 PROCESSED = ProcessedKey.__table__  # type: ignore[attr-defined]
+EVENT = TicketEvent.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +80,8 @@ class TicketRow:
     status: str
     reporter_id: int
     organization_id: int | None
+    priority: str
+    request_type: str
 
 
 _ACCOUNT_COLS = [ACCOUNT.c[f] for f in AccountRow.__dataclass_fields__]
@@ -175,6 +179,13 @@ _ATTACHMENT_EXISTS = (
 )
 _INSERT_ATTACHMENT = insert(ATTACHMENT)
 _INSERT_MESSAGE_REF = insert(MESSAGE_REF)
+_REMOVE_PARTICIPANT = (
+    PARTICIPANT.delete()
+    .where(PARTICIPANT.c.ticket_id == bindparam("b_ticket"))
+    .where(PARTICIPANT.c.account_id == bindparam("b_account"))
+)
+_TICKET_FIELDS = select(TICKET.c.fields).where(TICKET.c.id == bindparam("b_id"))
+_INSERT_EVENT = insert(EVENT)
 _PARTICIPANT_IDS = select(PARTICIPANT.c.account_id).where(PARTICIPANT.c.ticket_id == bindparam("b_ticket"))
 _ORG_MEMBER_IDS = select(ACCOUNT.c.id).where(ACCOUNT.c.organization_id == bindparam("b_org"))
 _RECENT_MAIL = (
@@ -197,6 +208,11 @@ _IN_FLIGHT = (
 
 
 # -- accounts and organizations ----------------------------------------------
+
+
+def account_by_id(conn: Connection, account_id: int) -> AccountRow | None:
+    rows = accounts_by_id(conn, [account_id])
+    return rows[0] if rows else None
 
 
 def account_by_email(conn: Connection, email: str) -> AccountRow | None:
@@ -420,7 +436,21 @@ def insert_ticket(conn: Connection, **values: Any) -> TicketRow:
     values.setdefault("updated_at", now)
     new_id = conn.execute(_INSERT_TICKET, values).scalar_one()
     v = values
-    return TicketRow(new_id, v["number"], v["key"], v["status"], v["reporter_id"], v["organization_id"])
+    return TicketRow(
+        new_id, v["number"], v["key"], v["status"], v["reporter_id"], v["organization_id"], v["priority"],
+        v["request_type"],
+    )
+
+
+def update_ticket(conn: Connection, ticket_id: int, **values: Any) -> None:
+    """Set columns of one ticket (and ``updated_at``)."""
+    values.setdefault("updated_at", utcnow())
+    conn.execute(_UPDATE_TICKET, {"b_id": ticket_id, **values})
+
+
+def ticket_fields(conn: Connection, ticket_id: int) -> dict[str, Any]:
+    value = conn.execute(_TICKET_FIELDS, {"b_id": ticket_id}).scalar_one_or_none()
+    return dict(value) if isinstance(value, dict) else {}
 
 
 def set_ticket_status(conn: Connection, ticket_id: int, status: str | None) -> None:
@@ -450,6 +480,12 @@ def remember_message_id(
     conn.execute(
         _INSERT_MESSAGE_REF, {"message_id": message_id[:998], "ticket_id": ticket_id, "direction": direction}
     )
+
+
+def remove_participant(conn: Connection, ticket_id: int, account_id: int) -> bool:
+    """True when the account was a participant."""
+    result = conn.execute(_REMOVE_PARTICIPANT, {"b_ticket": ticket_id, "b_account": account_id})
+    return bool(result.rowcount)
 
 
 def participant_ids(conn: Connection, ticket_id: int) -> list[int]:
@@ -518,3 +554,20 @@ def in_flight(conn: Connection, message_ids: Sequence[str]) -> list[tuple[int, s
     """Spool rows with one of these Message-IDs that a worker is processing
     right now: ``(id, message_id)``."""
     return [(int(i), str(m)) for i, m in conn.execute(_IN_FLIGHT, {"b_mids": list(message_ids)})]
+
+
+# -- history ----------------------------------------------------------------------
+
+
+def insert_events(conn: Connection, events: list[dict[str, Any]]) -> None:
+    """The history rows of one operation, in one statement. Each dict holds
+    ``ticket_id``, ``action``, ``actor_id``, ``source`` and optionally
+    ``from_value``, ``to_value``, ``comment_id``, ``inbound_mail_id``."""
+    if not events:
+        return
+    now = utcnow()
+    rows = [
+        {"at": now, "from_value": None, "to_value": None, "comment_id": None, "inbound_mail_id": None, **e}
+        for e in events
+    ]
+    conn.execute(_INSERT_EVENT, rows)

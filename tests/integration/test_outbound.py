@@ -22,8 +22,8 @@ from sqlmodel import Session
 
 from gateway import admin
 from gateway.app import App
+from gateway.desk import notify, operations
 from gateway.outbound.sender import OutboxSender, flush_outbox
-from gateway.pipeline import notify
 from gateway.pipeline.reply_text import REPLY_MARKER_DE, REPLY_MARKER_EN
 from gateway.store import repo
 from gateway.store.db import connection, transaction
@@ -61,11 +61,13 @@ def relayed(app: App, port: int, **outbound: Any) -> App:
     )
 
 
-def activate(app: App, email: str, name: str = "Anna Müller", locale: str = "de") -> None:
+def activate(
+    app: App, email: str, name: str = "Anna Müller", locale: str = "de", role: str = "customer"
+) -> None:
     """An account that completed signup (what ``account confirm`` leaves)."""
     with connection(app.engine) as conn:
         if repo.account_by_email(conn, email) is None:
-            repo.insert_account(conn, email, name, "customer", None, locale)
+            repo.insert_account(conn, email, name, role, None, locale)
         conn.execute(
             update(ACCOUNT).where(ACCOUNT.c.email == email).values(state="active", name=name, locale=locale)
         )
@@ -184,7 +186,7 @@ def test_comment_added_threads_to_the_comment_and_carries_its_text(desk: App, si
     ingest(desk, "new-request-de.eml")
     flush_outbox(desk)
     [ack] = sink.take()
-    activate(desk, "sam.agent@xitrust.com", name="Sam Agent")
+    activate(desk, "sam.agent@xitrust.com", name="Sam Agent", role="agent")
     answer = "Bitte leeren Sie den Browser-Cache.\nDanke!"
     desk.comment("SD-1", "sam.agent@xitrust.com", answer, internal=False)
     desk.comment("SD-1", "sam.agent@xitrust.com", "#intern: Kunde hat alte Version", internal=True)
@@ -212,8 +214,7 @@ def test_status_changes_are_told_to_reporter_and_participants(desk: App, sink: S
         assert ticket is not None
         repo.add_participant(conn, ticket.id, kai.id)
     for status in ("waiting_for_customer", "resolved", "waiting_for_support", "closed"):
-        with transaction(desk.engine) as s:
-            admin.transition_ticket(s, "SD-1", status, desk.settings)
+        desk.operate("SD-1", None, operations.transition, status)
     flush_outbox(desk)
     got = sorted((r.rcpt_tos[0], r.message["Subject"]) for r in sink.take())
     assert got == sorted(

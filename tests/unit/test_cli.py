@@ -39,7 +39,7 @@ RAW = b"From: anna@bauwerk-ag.de\r\nSubject: Fehler\r\nMessage-ID: <m1@bauwerk-a
 TICKET_SHOW_KEYS = {
     "key", "summary", "description", "request_type", "status", "priority", "reporter",
     "organization", "participants", "fields", "message_id", "created_at", "updated_at",
-    "attachments", "comments",
+    "attachments", "comments", "history",
 }
 MAIL_KEYS = {"id", "received_at", "source", "message_id", "from", "status", "disposition", "ticket", "error"}
 OUTBOX_KEYS = {"id", "to", "template", "subject", "message_id", "ticket", "status", "attempts", "last_error"}
@@ -157,7 +157,7 @@ def assert_one_line(err: str) -> None:
 def test_ticket_show_json_matches_spec(config: str, seed: Seed, capsys: pytest.CaptureFixture[str]) -> None:
     data = run_json(capsys, "--config", config, "ticket", "show", "sd-12")
     assert isinstance(data, dict)
-    assert set(data) == TICKET_SHOW_KEYS | {"linked_key"}
+    assert set(data) == TICKET_SHOW_KEYS | {"linked_key", "mail_id", "threaded_by"}
     assert data["key"] == "SD-12"
     assert data["summary"] == "Signatur schlägt fehl"
     assert data["request_type"] == "technical_support"
@@ -176,11 +176,13 @@ def test_ticket_show_json_matches_spec(config: str, seed: Seed, capsys: pytest.C
     assert first == {
         "author": "agent@xitrust.com", "body": "Bitte Log schicken.", "public": True,
         "created_at": "2026-11-27T09:40:00+00:00", "message_id": "<a1@xitrust.com>",
+        "source": "email", "mail_id": None, "threaded_by": None,
         "attachments": [
             {"filename": "log.txt", "content_type": "text/plain", "size": 10, "sha256": "b" * 64}
         ],
     }
     assert second["public"] is False and second["attachments"] == [] and second["message_id"] is None
+    assert data["history"] == []  # rows written straight into the store: no operation recorded them
 
 
 def test_ticket_show_human(config: str, seed: Seed, capsys: pytest.CaptureFixture[str]) -> None:
