@@ -31,7 +31,7 @@ from gateway.domain import ParsedAttachment, Priority, Refused, RequestType, Tic
 from gateway.settings import Settings
 from gateway.store import repo
 from gateway.store.blobs import BlobStore
-from gateway.store.repo import AccountRow, TicketRow
+from gateway.store.repo import AccountRow, OrgRow, TicketRow
 
 
 class Forbidden(Refused):
@@ -99,6 +99,9 @@ class NewTicket:
     # To/Cc): they join silently, they already have the text.
     addressed: Sequence[AccountRow] = ()
     reporter: AccountRow | None = None  # None: the actor (an agent may file for a customer)
+    # The reporter's organization, when the caller has it at hand (the mail
+    # pipeline does); otherwise it is looked up.
+    organization: OrgRow | None = None
     message_id: str | None = None
     linked_key: str | None = None  # the closed ticket a reply to it continues
     threaded_by: str | None = None
@@ -181,7 +184,9 @@ def create_ticket(conn: Connection, desk: Desk, actor: Actor, new: NewTicket) ->
         raise Forbidden("only agents may file a request for someone else")
     settings = desk.settings
     prefix = settings.desk.ticket_prefix
-    org = repo.org_by_id(conn, reporter.organization_id) if reporter.organization_id else None
+    org = new.organization
+    if org is None or org.id != reporter.organization_id:
+        org = repo.org_by_id(conn, reporter.organization_id) if reporter.organization_id else None
     share_org = new.share_with_org if new.share_with_org is not None else bool(org and org.share_by_default)
     if actor.mail_id is not None:
         number = repo.unnumbered_placeholder(actor.mail_id)

@@ -104,6 +104,7 @@ def create_ticket(
             fields=extracted.fields,
             attachments=mail.attachments,
             addressed=addressed_colleagues(conn, desk, mail, sender),
+            organization=sender.organization,
             message_id=mail.message_id,
             linked_key=closed.key if closed else None,
             threaded_by=f"new: {match.via} {match.ref} is {closed.key}, closed" if closed else "new",

@@ -138,8 +138,10 @@ class TicketEvent(SQLModel, table=True):
     at: dt.datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
     actor_id: int | None = Field(default=None, foreign_key="account.id")
     action: str = Field(max_length=20)
-    from_value: Any = Field(default=None, sa_column=Column(JSON, nullable=True))
-    to_value: Any = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # none_as_null: "no value" is SQL NULL, not the JSON text 'null' (and
+    # is not JSON-encoded on every insert).
+    from_value: Any = Field(default=None, sa_column=Column(JSON(none_as_null=True), nullable=True))
+    to_value: Any = Field(default=None, sa_column=Column(JSON(none_as_null=True), nullable=True))
     source: str = Field(default="email", max_length=20)  # email, cli, web, system
     comment_id: int | None = Field(default=None, foreign_key="comment.id")
     inbound_mail_id: int | None = Field(default=None, foreign_key="inbound_mail.id")
