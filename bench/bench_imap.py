@@ -27,9 +27,9 @@ from dovecot import USER, Dovecot  # noqa: E402
 
 from gateway.app import App  # noqa: E402
 from gateway.ingress.imap import Poller  # noqa: E402
-from gateway.ingress.spool import Spool  # noqa: E402
 from gateway.pipeline.runner import Runner, make_pool  # noqa: E402
 from gateway.settings import DatabaseSettings, ImapSettings, OutboundSettings, Settings, StorageSettings  # noqa: E402
+from gateway.store.spool import Spool  # noqa: E402
 
 
 def main() -> int:
@@ -75,7 +75,7 @@ def main() -> int:
             pool = make_pool(settings)
             try:
                 t0 = time.perf_counter()
-                counts = Runner(settings, app.engine, app.blobs, pool=pool).drain()
+                counts = Runner(settings, app.spool, pool=pool).drain()
                 pipe_s = time.perf_counter() - t0
             finally:
                 pool.shutdown()

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from gateway.pipeline.runner import Runner
     from gateway.store.blobs import DatabaseBlobStore, FileBlobStore
     from gateway.store.repo import AccountRow
+    from gateway.store.spool import Spool
 
 
 @dataclass
@@ -41,6 +42,13 @@ class App:
         from gateway.store.blobs import make_blob_store
 
         return make_blob_store(self.settings.storage.blobs)
+
+    @cached_property
+    def spool(self) -> Spool:
+        """The one spool of this process (every ingress and the workers)."""
+        from gateway.store.spool import Spool
+
+        return Spool(self.engine, self.blobs, self.settings.storage.spool_inline_max)
 
     def db_upgrade(self) -> None:
         """Create or migrate the schema (Alembic)."""
@@ -79,30 +87,22 @@ class App:
     def runner(self, worker: str | None = None) -> Runner:
         from gateway.pipeline.runner import Runner
 
-        return Runner(self.settings, self.engine, self.blobs, worker=worker)
+        return Runner(self.settings, self.spool, worker=worker)
+
+    @property
+    def runner_factory(self) -> Callable[[Settings], Runner]:
+        return worker_runner
 
     def reprocess(self, mail_ids: Sequence[int]) -> list[tuple[int, str]]:
         """Queue the given inbound mails again and process them; returns
         (id, new disposition) pairs. A mail that already had its effect
         (``done``) is left alone: reprocessing it would apply it twice."""
-        from sqlalchemy.orm import defer
-        from sqlmodel import select
-
-        from gateway.ingress.spool import Spool
-        from gateway.store.db import reading
-        from gateway.store.models import InboundMail
-
         self.ensure_schema()
-        with reading(self.engine) as session:
-            rows = session.exec(
-                select(InboundMail)
-                .where(InboundMail.id.in_(list(mail_ids)))  # type: ignore[union-attr]
-                .options(defer(InboundMail.raw_inline))  # type: ignore[arg-type]
-            ).all()
-        done = {r.id: r.disposition or "done" for r in rows if r.status == MailStatus.done}
-        todo = [r.id for r in rows if r.id is not None and r.id not in done]
-        results = [(i, f"unchanged: {d}") for i, d in done.items() if i is not None]
-        found = Spool(self.engine, self.blobs).requeue(todo)
+        states = self.spool.states(mail_ids)
+        done = {i: d or "done" for i, (status, d) in states.items() if status == MailStatus.done}
+        todo = [i for i in states if i not in done]
+        results = [(i, f"unchanged: {d}") for i, d in done.items()]
+        found = self.spool.requeue(todo)
         if found:
             self.runner().drain(on_done=lambda i, d: results.append((i, d.text)), ids=found)
         return sorted(results)
@@ -186,3 +186,8 @@ class App:
         from gateway.daemon import serve
 
         return serve(self)
+
+
+def worker_runner(settings: Settings) -> Runner:
+    """A worker process's Runner (``Services.runner_factory``)."""
+    return App(settings).runner()

@@ -13,6 +13,7 @@ import argparse
 import os
 import sys
 
+from gateway.exits import EX_SOFTWARE, EX_USAGE, error, one_line
 from gateway.vocabulary import MailStatus, OutboxStatus, Priority, RequestType, TicketStatus
 
 # Not `from typing import …`: typing costs ~5 ms at start (mypy reads this
@@ -20,29 +21,6 @@ from gateway.vocabulary import MailStatus, OutboxStatus, Priority, RequestType, 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, NoReturn
-
-EX_OK = 0
-EX_FAIL = 1  # not found, refused
-EX_USAGE = 2  # bad arguments, bad configuration
-EX_SOFTWARE = 70  # a bug
-EX_TEMPFAIL = 75
-
-
-class CommandError(Exception):
-    """A command cannot go on; the message is shown as is."""
-
-    def __init__(self, message: str, code: int = EX_FAIL) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
-def error(message: str) -> None:
-    print(f"gateway: {one_line(message)}", file=sys.stderr)
-
 
 # -- parser -------------------------------------------------------------
 

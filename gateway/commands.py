@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from gateway import views
-from gateway.cli import EX_FAIL, EX_OK, EX_SOFTWARE, EX_TEMPFAIL, EX_USAGE, CommandError, error
 from gateway.domain import Refused, TemporaryFailure
+from gateway.exits import EX_FAIL, EX_OK, EX_SOFTWARE, EX_TEMPFAIL, EX_USAGE, CommandError, error
 from gateway.settings import ConfigError, load_settings
 from gateway.store.db import is_transient, reading, transaction
 
@@ -388,7 +388,6 @@ def cmd_mail_list(app: App, args: argparse.Namespace) -> int:
 
 
 def cmd_mail_show(app: App, args: argparse.Namespace) -> int:
-    from gateway.ingress.spool import Spool
 
     with reading(app.engine) as session:
         mail = views.get_mail(session, args.id)
@@ -396,7 +395,7 @@ def cmd_mail_show(app: App, args: argparse.Namespace) -> int:
             data = views.mail_detail(session, mail)
     if args.raw:
         try:
-            raw = Spool(app.engine, app.blobs).read_raw(args.id)  # queued: still in its row
+            raw = app.spool.read_raw(args.id)  # queued: still in its row
         except KeyError:
             raise CommandError(f"raw bytes of mail {args.id} are missing from the blob store") from None
         sys.stdout.flush()

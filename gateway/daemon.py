@@ -29,29 +29,25 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ProcessPoolExecutor
 from typing import TYPE_CHECKING, Any
-
-from sqlalchemy import select, update
-from sqlmodel import col
 
 # Imported here, not where they are used: an import inside the running
 # loop blocks it for tens of milliseconds (jinja2, aiosmtplib, apscheduler).
 from gateway import jobs, logging_setup, views
-from gateway.domain import MailStatus, TemporaryFailure
+from gateway.domain import TemporaryFailure
 from gateway.ingress.smtp import Listener, listener_config
-from gateway.ingress.spool import Spool
 from gateway.metrics import Metrics
 from gateway.outbound.sender import run_sender
 from gateway.sdnotify import Notifier
 from gateway.settings import Settings, load_settings
-from gateway.store.db import reading, transaction
-from gateway.store.models import InboundMail
+from gateway.store.db import reading
+from gateway.store.spool import Spool
 
 if TYPE_CHECKING:
-    from gateway.app import App
     from gateway.pipeline.runner import Runner
+    from gateway.services import Services
 
 log = logging.getLogger("gateway.daemon")
 
@@ -91,7 +87,9 @@ def _die_with(daemon_pid: int) -> None:
         os._exit(1)
 
 
-def _init_worker(settings: Settings, daemon_pid: int | None = None) -> None:
+def _init_worker(
+    settings: Settings, make_runner: Callable[[Settings], Runner], daemon_pid: int | None = None
+) -> None:
     """Worker process start: its own engine and Runner; ignore the signals
     the daemon handles for it; yield CPU to the listener; die with the
     daemon."""
@@ -105,9 +103,7 @@ def _init_worker(settings: Settings, daemon_pid: int | None = None) -> None:
         os.nice(WORKER_NICE)
     if not logging_setup.is_configured_elsewhere():
         logging_setup.configure(settings.logging)
-    from gateway.app import App
-
-    _runner = App(settings).runner()
+    _runner = make_runner(settings)
     _runner.on_latency = _latencies.append
 
 
@@ -119,7 +115,7 @@ def _use_settings(generation: int, settings: Settings) -> None:
     from gateway.pipeline.runner import Runner
 
     assert _runner is not None, "worker not initialised"
-    _runner = Runner(settings, _runner.engine, _runner.blobs, worker=_runner.worker)
+    _runner = Runner(settings, _runner.spool, worker=_runner.worker)
     _runner.on_latency = _latencies.append
     _generation = generation
     if not logging_setup.is_configured_elsewhere():
@@ -155,7 +151,7 @@ def _work(limit: int, generation: int = 0, settings: Settings | None = None) -> 
 class Daemon:
     """Start and stop order of the daemon's parts."""
 
-    def __init__(self, app: App, config_path: str | None = None) -> None:
+    def __init__(self, app: Services, config_path: str | None = None) -> None:
         self.app = app
         self.settings = app.settings
         # --- ops: systemd notifications, metrics, SIGHUP reload
@@ -166,7 +162,7 @@ class Daemon:
         self._reload_lock = asyncio.Lock()
         self._ops_tasks: set[asyncio.Task[Any]] = set()
         # --- end ops
-        self.spool = Spool(app.engine, app.blobs, app.settings.storage.spool_inline_max)
+        self.spool = app.spool
         self.stopping = asyncio.Event()
         self.kick = asyncio.Event()  # set by the committer: new mail in the spool
         self.ready = asyncio.Event()  # set once the listener is bound
@@ -177,7 +173,7 @@ class Daemon:
             max_workers=n,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_worker,
-            initargs=(self.settings, os.getpid()),
+            initargs=(self.settings, app.runner_factory, os.getpid()),
         )
         self.listener = Listener(
             listener_config(self.settings), self.spool, on_commit=self._on_commit,
@@ -200,7 +196,7 @@ class Daemon:
         self._start_watchdog()  # ops: pings during startup too (migrations may take a while)
         try:
             await asyncio.to_thread(self.app.ensure_schema)
-            await asyncio.to_thread(reclaim_dead_local, self.app)
+            await asyncio.to_thread(reclaim_dead_local, self.spool)
             # A full garbage collection walks every object with the GIL held,
             # whichever thread triggers it: with the startup heap (SQLAlchemy,
             # pydantic, ...) that stalls the loop for ~100 ms. Frozen objects
@@ -440,7 +436,7 @@ class Daemon:
             await asyncio.sleep(RECLAIM_EVERY)
             try:
                 n = await asyncio.to_thread(self.spool.reclaim_stale, age)
-                n += await asyncio.to_thread(reclaim_dead_local, self.app)
+                n += await asyncio.to_thread(reclaim_dead_local, self.spool)
             except TemporaryFailure as exc:
                 log.warning("reclaim: temporary failure: %s", exc)
                 continue
@@ -449,31 +445,12 @@ class Daemon:
                 self.kick.set()
 
 
-def reclaim_dead_local(app: App) -> int:
+def reclaim_dead_local(spool: Spool) -> int:
     """Re-queue rows claimed by a worker process of this host that no longer
     exists (the daemon was killed). Runner names workers ``host:pid``; rows
     of other hosts wait for ``claim_timeout_seconds`` (reclaim_stale)."""
     node = os.uname().nodename
-    with transaction(app.engine) as session:
-        owners = {
-            r[0]
-            for r in session.execute(
-                select(col(InboundMail.claimed_by))
-                .where(col(InboundMail.status) == MailStatus.processing)
-                .distinct()
-            )
-            if r[0]
-        }
-        dead = [o for o in owners if _is_dead_local(o, node)]
-        if not dead:
-            return 0
-        result = session.execute(
-            update(InboundMail)
-            .where(col(InboundMail.status) == MailStatus.processing)
-            .where(col(InboundMail.claimed_by).in_(dead))
-            .values(status=MailStatus.queued, claimed_by=None, claimed_at=None)
-        )
-        return int(getattr(result, "rowcount", 0) or 0)
+    return spool.reclaim_dead(lambda owner: _is_dead_local(owner, node))
 
 
 def _is_dead_local(owner: str, node: str) -> bool:
@@ -510,12 +487,12 @@ def _ignore_signals(loop: asyncio.AbstractEventLoop, sigs: list[signal.Signals])
             signal.set_wakeup_fd(-1)
 
 
-async def run(app: App, config_path: str | None = None) -> int:
+async def run(app: Services, config_path: str | None = None) -> int:
     """Run the daemon in the current loop until a stop signal; exit code."""
     return await Daemon(app, config_path).run(owns_process=True)
 
 
-def serve(app: App, config_path: str | None = None) -> int:
+def serve(app: Services, config_path: str | None = None) -> int:
     """``gateway serve``: run the daemon; returns the exit code.
     ``config_path`` is the file SIGHUP re-reads (None: $GATEWAY_CONFIG)."""
     if not logging_setup.is_configured_elsewhere():

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
 
 from gateway.domain import TemporaryFailure, normalize_address
 from gateway.ingress.pipe import RawMessage, SourceError, iter_path, read_stream
-from gateway.ingress.spool import Spool, SpoolItem
 from gateway.pipeline.runner import Runner, make_pool
+from gateway.store.spool import SpoolItem
 
 if TYPE_CHECKING:
-    from gateway.app import App
+    from gateway.services import Services
 
 EX_OK, EX_DATAERR, EX_NOINPUT, EX_TEMPFAIL = 0, 65, 66, 75
 log = logging.getLogger("gateway.ingest")
@@ -42,11 +42,11 @@ class _Spooler(threading.Thread):
     creation overlap with the pipeline's database work."""
 
     def __init__(
-        self, app: App, paths: Sequence[str], recipient: str, err: TextIO, stdin: BinaryIO
+        self, app: Services, paths: Sequence[str], recipient: str, err: TextIO, stdin: BinaryIO
     ) -> None:
         super().__init__(name="ingest-spooler", daemon=True)
         self.stdin = stdin
-        self.spool = Spool(app.engine, app.blobs, app.settings.storage.spool_inline_max)
+        self.spool = app.spool
         self.paths = paths
         self.recipient = recipient
         self.limit = app.settings.smtp.max_message_size
@@ -86,7 +86,7 @@ class _Spooler(threading.Thread):
 
 
 def run_ingest(
-    app: App,
+    app: Services,
     paths: Sequence[str],
     recipient: str | None,
     progress: bool,
@@ -117,7 +117,7 @@ def run_ingest(
 
 
 def _process_while_spooling(
-    app: App, spooler: _Spooler, progress: bool, err: TextIO
+    app: Services, spooler: _Spooler, progress: bool, err: TextIO
 ) -> TemporaryFailure | None:
     """Process what is queued (this run's messages and any left over) until
     the spooler is done. The messages are already accepted: trouble here
@@ -141,7 +141,7 @@ def _process_while_spooling(
             bar.update(1)
 
     try:
-        runner = Runner(app.settings, app.engine, app.blobs, pool_factory=make)
+        runner = Runner(app.settings, app.spool, pool_factory=make)
         while True:
             spooler.more.wait()
             spooler.more.clear()

@@ -16,10 +16,9 @@ from typing import TYPE_CHECKING
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from gateway.ingress.imap import Poller
-from gateway.ingress.spool import Spool
 
 if TYPE_CHECKING:
-    from gateway.app import App
+    from gateway.services import Services
 
 log = logging.getLogger("gateway.jobs")
 
@@ -39,7 +38,7 @@ def make_scheduler() -> AsyncIOScheduler:
 
 
 async def start_imap(
-    app: App, scheduler: AsyncIOScheduler, on_commit: Callable[[list[int]], None] | None = None
+    app: Services, scheduler: AsyncIOScheduler, on_commit: Callable[[list[int]], None] | None = None
 ) -> list[Poller]:
     """Start reading every configured mailbox; returns the pollers (pass
     them to ``stop_imap``). Never waits for a server: a mailbox that is
@@ -48,7 +47,7 @@ async def start_imap(
     # aioimaplib logs every unsolicited response at INFO.
     logging.getLogger("aioimaplib.aioimaplib").setLevel(logging.WARNING)
     settings = app.settings
-    spool = Spool(app.engine, app.blobs, app.settings.storage.spool_inline_max)
+    spool = app.spool
     pollers: list[Poller] = []
     for cfg in settings.imap:
         poller = Poller(cfg, spool, max_message_size=settings.smtp.max_message_size, on_commit=on_commit)

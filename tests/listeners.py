@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 
 from gateway.app import App
 from gateway.ingress.smtp import Listener, listener_config
-from gateway.ingress.spool import Spool
+from gateway.store.spool import Spool
 
 
 class ThreadedListener:

@@ -46,10 +46,10 @@ import aioimaplib
 from sqlalchemy import Connection, Engine, select, update
 
 from gateway.domain import TemporaryFailure
-from gateway.ingress.spool import Spool, SpoolItem
 from gateway.settings import ImapSettings
 from gateway.store.db import connection, dialect_insert, read_connection
 from gateway.store.models import ImapCursor, utcnow
+from gateway.store.spool import Spool, SpoolItem
 
 log = logging.getLogger("gateway.imap")
 

@@ -48,7 +48,7 @@ from gateway.domain import (
 )
 from gateway.ingress.smtp_data import read_data
 from gateway.ingress.sniff import check_message
-from gateway.ingress.spool import Spool, SpoolItem
+from gateway.store.spool import Spool, SpoolItem
 
 log = logging.getLogger("gateway.smtp")
 

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from gateway import verp
@@ -40,7 +40,6 @@ from gateway.domain import (
     normalize_address,
     normalize_message_id,
 )
-from gateway.ingress.spool import Spool
 from gateway.pipeline import apply
 from gateway.pipeline.fields import extract_fields
 from gateway.pipeline.identify import create_accounts_ahead, identify, new_sender
@@ -50,10 +49,10 @@ from gateway.pipeline.thread import candidate_ids, find_ticket
 from gateway.pipeline.trust import authenticated_by
 from gateway.settings import LimitsSettings, Settings
 from gateway.store import repo
-from gateway.store.blobs import DatabaseBlobStore, FileBlobStore
+from gateway.store.blobs import FileBlobStore
 from gateway.store.db import connection, is_conflict, is_transient, read_connection, temporary_failures
 from gateway.store.models import as_utc
-from gateway.store.repo import MAIL
+from gateway.store.spool import Job, Spool
 
 log = logging.getLogger("gateway.pipeline")
 
@@ -139,19 +138,6 @@ class _SlowPath(Exception):
     """A message of an optimistic batch failed: redo it with savepoints."""
 
 
-@dataclass
-class Job:
-    """A claimed spool row with what the stages need from it."""
-
-    id: int
-    raw_sha256: str
-    recipient: str | None
-    envelope_from: str | None
-    trusted: bool
-    received_at: dt.datetime | None = None  # for the latency measurement (ops)
-    raw_inline: bytes | None = None  # still in its spool row (Spool.inline_max)
-
-
 # A processed message: its job, what parsing gave, its outcome, its error.
 _Result = tuple[Job, Parsed, Disposition, "str | None"]
 
@@ -163,16 +149,15 @@ class Runner:
     def __init__(
         self,
         settings: Settings,
-        engine: Engine,
-        blobs: FileBlobStore | DatabaseBlobStore,
+        spool: Spool,
         worker: str | None = None,
         pool: Executor | None = None,
         pool_factory: Callable[[], Executor] | None = None,
     ) -> None:
         self.settings = settings
-        self.engine = engine
-        self.blobs = blobs
-        self.spool = Spool(engine, blobs, settings.storage.spool_inline_max)
+        self.spool = spool
+        self.engine = spool.engine
+        self.blobs = spool.blobs
         self.worker = worker or f"{os.uname().nodename}:{os.getpid()}"
         # Called with each message's seconds from spool to result (the
         # daemon's latency histogram); None: nobody measures.
@@ -180,8 +165,8 @@ class Runner:
         self.pool = pool
         self.pool_factory = pool_factory  # makes a pool the first time one pays off
         self.desk_addresses = settings.desk_addresses()
-        self.desk = Desk(settings, blobs)
-        self.accounts_ahead = engine.dialect.name == "postgresql"  # see _create_accounts_ahead
+        self.desk = Desk(settings, self.blobs)
+        self.accounts_ahead = self.engine.dialect.name == "postgresql"  # see _create_accounts_ahead
 
     # -- driving ----------------------------------------------------------
     def drain(
@@ -200,7 +185,7 @@ class Runner:
 
     def process(self, claimed: list[int]) -> Iterator[tuple[int, Disposition]]:
         """Parse (possibly in parallel) and apply claimed rows in order."""
-        jobs = self._load(claimed)
+        jobs = self.spool.load(claimed)
         limits = self.settings.limits
         parsed: Iterable[Parsed]
         if self.pool is None and self.pool_factory is not None and len(jobs) >= POOL_THRESHOLD:
@@ -220,18 +205,6 @@ class Runner:
         finally:
             # Rows not reached (temporary failure, interrupted) go back.
             self.spool.release([i for i in claimed if i not in done])
-
-    def _load(self, ids: list[int]) -> list[Job]:
-        with read_connection(self.engine) as conn:
-            rows = conn.execute(
-                select(
-                    MAIL.c.id, MAIL.c.raw_sha256, MAIL.c.recipient, MAIL.c.envelope_from, MAIL.c.trusted,
-                    MAIL.c.received_at, MAIL.c.raw_inline,
-                )
-                .where(MAIL.c.id.in_(ids))
-                .order_by(MAIL.c.id)
-            )
-            return [Job(*r) for r in rows]
 
     def _raw_ref(self, job: Job) -> bytes | str:
         if job.raw_inline is not None:

@@ -271,7 +271,7 @@ def test_ingest_never_exits_0_for_mail_it_did_not_commit(
 ) -> None:
     """Whatever goes wrong while spooling (here: a bug injected into the
     spool), the exit code tells the MTA to try again."""
-    from gateway.ingress.spool import Spool
+    from gateway.store.spool import Spool
 
     def broken(self: Spool, items: object) -> list[int]:
         raise RuntimeError("a bug")

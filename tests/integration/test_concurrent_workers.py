@@ -14,9 +14,9 @@ from sqlalchemy import func, select
 from sqlmodel import Session
 
 from gateway.app import App
-from gateway.ingress.spool import Spool, SpoolItem
 from gateway.settings import Settings
 from gateway.store.models import InboundMail, Ticket
+from gateway.store.spool import Spool, SpoolItem
 from tests.corpus.generate import generate, write_corpus
 from tests.corpus.people import DOMAINS
 

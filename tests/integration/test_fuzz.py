@@ -23,8 +23,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from sqlmodel import Session, select
 
 from gateway.app import App
-from gateway.ingress.spool import Spool, SpoolItem
 from gateway.store.models import InboundMail
+from gateway.store.spool import Spool, SpoolItem
 from tests.corpus.generate import generate
 
 SEEDS = [raw for raw, _ in generate(40, 11)]

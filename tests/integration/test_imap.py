@@ -24,10 +24,10 @@ from sqlalchemy import func, select
 from gateway.app import App
 from gateway.ingress import imap as imap_mod
 from gateway.ingress.imap import Poller, load_cursor, modified_utf7, parse_bodies, uid_set
-from gateway.ingress.spool import Spool
 from gateway.settings import ImapSettings
 from gateway.store.models import ImapCursor
 from gateway.store.repo import MAIL, TICKET
+from gateway.store.spool import Spool
 
 DESK = "servicedesk@xitrust.com"
 ALIAS = "support-tech@xitrust.com"

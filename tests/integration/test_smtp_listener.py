@@ -28,9 +28,9 @@ from sqlmodel import Session, select
 from tlsutil import self_signed_cert
 
 from gateway.app import App
-from gateway.ingress.spool import Spool
 from gateway.store.db import make_engine
 from gateway.store.models import InboundMail
+from gateway.store.spool import Spool
 
 DESK = "servicedesk@xitrust.com"
 ALIAS = "support-tech@xitrust.com"

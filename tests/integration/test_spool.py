@@ -12,9 +12,9 @@ from pathlib import Path
 from sqlalchemy import select
 
 from gateway.app import App
-from gateway.ingress.spool import Spool, SpoolItem
 from gateway.store.blobs import FileBlobStore, sha256_hex
 from gateway.store.repo import MAIL
+from gateway.store.spool import Spool, SpoolItem
 
 
 def mail(n: int, body: str = "Der Drucker im 2. Stock druckt nicht.") -> bytes:
@@ -118,7 +118,7 @@ def test_mail_show_raw_before_and_after_processing(app: App, tmp_path: Path) -> 
 
 
 def test_quick_message_id_reads_only_the_header_block() -> None:
-    from gateway.ingress.spool import quick_message_id
+    from gateway.store.spool import quick_message_id
 
     assert quick_message_id(b"From: a\r\nMessage-ID: <a@b>\r\n\r\nMessage-ID: <c@d>\r\n") == "<a@b>"
     assert quick_message_id(b"Message-Id:\r\n <folded@b>\r\n\r\n") == "<folded@b>"

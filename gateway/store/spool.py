@@ -1,4 +1,4 @@
-"""The spool: durable put (raw bytes to the blob store, a queued row in
+"""The spool (persistence of accepted mail): durable put (raw bytes to the blob store, a queued row in
 ``inbound_mail``, one commit for a whole batch), claiming rows for workers
 (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite),
 finishing, and re-queueing for reprocessing. Ingress calls ``put`` and answers
@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 
 from gateway.domain import MailStatus, TemporaryFailure
 from gateway.store.blobs import DatabaseBlobStore, FileBlobStore, sha256_hex
@@ -32,6 +32,19 @@ class SpoolItem:
     trusted: bool = False
 
 
+@dataclass(frozen=True)
+class Job:
+    """A claimed spool row with what the pipeline needs from it."""
+
+    id: int
+    raw_sha256: str
+    recipient: str | None
+    envelope_from: str | None
+    trusted: bool
+    received_at: dt.datetime | None = None  # for the latency measurement (ops)
+    raw_inline: bytes | None = None  # still in its spool row (Spool.inline_max)
+
+
 DEFAULT_INLINE_MAX = 262_144  # bytes; the default of storage.spool_inline_max
 
 
@@ -47,6 +60,24 @@ _MESSAGE_ID = re.compile(
     rb"^message-id:[ \t]*(?:\r?\n[ \t]+)?(<[^<>\s]{1,990}>)", re.IGNORECASE | re.MULTILINE
 )
 _HEADER_SCAN = 65536
+_LOAD_JOBS = (
+    select(
+        MAIL.c.id, MAIL.c.raw_sha256, MAIL.c.recipient, MAIL.c.envelope_from, MAIL.c.trusted,
+        MAIL.c.received_at, MAIL.c.raw_inline,
+    )
+    .where(MAIL.c.id.in_(bindparam("b_ids", expanding=True)))
+    .order_by(MAIL.c.id)
+)
+_STATES = select(MAIL.c.id, MAIL.c.status, MAIL.c.disposition).where(
+    MAIL.c.id.in_(bindparam("b_ids", expanding=True))
+)
+_CLAIMERS = select(MAIL.c.claimed_by).where(MAIL.c.status == str(MailStatus.processing)).distinct()
+_UNCLAIM_OF = (
+    update(MAIL)
+    .where(MAIL.c.status == str(MailStatus.processing))
+    .where(MAIL.c.claimed_by.in_(bindparam("b_owners", expanding=True)))
+    .values(status=str(MailStatus.queued), claimed_by=None, claimed_at=None)
+)
 
 
 def quick_message_id(raw: bytes) -> str | None:
@@ -208,6 +239,27 @@ class Spool:
                 .returning(MAIL.c.id)
             )
             return len(result.all())
+
+    def load(self, ids: Sequence[int]) -> list[Job]:
+        """The claimed rows ``ids``, in spool order."""
+        with read_connection(self.engine) as conn:
+            return [Job(*r) for r in conn.execute(_LOAD_JOBS, {"b_ids": list(ids)})]
+
+    def states(self, ids: Sequence[int]) -> dict[int, tuple[str, str | None]]:
+        """Status and disposition of the mails ``ids`` that exist."""
+        with read_connection(self.engine) as conn:
+            return {r.id: (r.status, r.disposition) for r in conn.execute(_STATES, {"b_ids": list(ids)})}
+
+    def reclaim_dead(self, is_dead: Callable[[str], bool]) -> int:
+        """Re-queue the rows claimed by workers that ``is_dead`` says no
+        longer exist (named ``host:pid``: the daemon knows which processes
+        of its own host are gone); how many."""
+        with connection(self.engine) as conn:
+            owners = [r[0] for r in conn.execute(_CLAIMERS) if r[0]]
+            dead = [o for o in owners if is_dead(o)]
+            if not dead:
+                return 0
+            return int(conn.execute(_UNCLAIM_OF, {"b_owners": dead}).rowcount or 0)
 
     def requeue(self, ids: Sequence[int]) -> list[int]:
         """Queue finished or quarantined mails again (``mail reprocess``);
