@@ -22,7 +22,7 @@ _TREE = sys.argv[sys.argv.index("--tree") + 1] if "--tree" in sys.argv else _HER
 sys.path.insert(0, _TREE)
 
 from gateway.pipeline.parse import parse_mail  # noqa: E402
-from gateway.pipeline.runner import _header_peek  # noqa: E402
+from gateway.pipeline.parsing import _header_peek  # noqa: E402
 from gateway.pipeline.screen import screen  # noqa: E402
 from gateway.pipeline.trust import authenticated_by  # noqa: E402
 from gateway.settings import LimitsSettings  # noqa: E402

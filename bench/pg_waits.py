@@ -7,7 +7,7 @@ frequent waits of active backends (wait event and statement).
     python bench/pg_waits.py --workers 4
 
 This is how the counter-row and account-insert waits were found (see the
-runner's ``_create_accounts_ahead`` and ``repo.number_new_tickets``)."""
+runner's ``_create_accounts_ahead`` and ``numbering.number_pending``)."""
 
 from __future__ import annotations
 

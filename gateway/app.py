@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from gateway.desk.operations import Done
     from gateway.pipeline.runner import Runner
-    from gateway.store.blobs import DatabaseBlobStore, FileBlobStore
+    from gateway.store.blobs import BlobStore
     from gateway.store.repo import AccountRow
     from gateway.store.spool import Spool
 
@@ -38,7 +38,7 @@ class App:
         return make_engine(self.settings.database.url, self.settings.database.busy_timeout_ms)
 
     @cached_property
-    def blobs(self) -> FileBlobStore | DatabaseBlobStore:
+    def blobs(self) -> BlobStore:
         from gateway.store.blobs import make_blob_store
 
         return make_blob_store(self.settings.storage.blobs)

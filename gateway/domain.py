@@ -114,24 +114,27 @@ class Disposition:
     """The outcome of processing one message, as shown in ``mail list``."""
 
     status: MailStatus
-    text: str  # e.g. "created SD-12", "ignored: auto-reply"
+    what: str  # "created", "commented", "ignored: auto-reply", "quarantined: <reason>"
     ticket_id: int | None = None
-    key: str | None = None  # the ticket key named in ``text``
+    key: str | None = None  # the ticket it names (for "created" and "commented")
+
+    @property
+    def text(self) -> str:
+        """As the mail log shows it: "created SD-12", "ignored: auto-reply"."""
+        return f"{self.what} {self.key}" if self.key is not None else self.what
 
     @classmethod
     def created(cls, key: str, ticket_id: int) -> Disposition:
-        return cls(MailStatus.done, f"created {key}", ticket_id, key)
+        return cls(MailStatus.done, "created", ticket_id, key)
 
     @classmethod
     def commented(cls, key: str, ticket_id: int) -> Disposition:
-        return cls(MailStatus.done, f"commented {key}", ticket_id, key)
+        return cls(MailStatus.done, "commented", ticket_id, key)
 
     def with_key(self, key: str) -> Disposition:
-        """The same outcome naming the ticket by ``key`` (a new ticket's
-        real key, replacing the placeholder it had in its transaction)."""
-        if self.key is None or self.key == key:
-            return self
-        return replace(self, text=self.text.replace(self.key, key), key=key)
+        """The same outcome naming its ticket by ``key`` (a new ticket's
+        real key, once it is numbered: see ``store/numbering.py``)."""
+        return self if self.key is None or self.key == key else replace(self, key=key)
 
     @classmethod
     def ignored(cls, reason: str, ticket_id: int | None = None) -> Disposition:

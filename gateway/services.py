@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
     from gateway.pipeline.runner import Runner
     from gateway.settings import Settings
-    from gateway.store.blobs import DatabaseBlobStore, FileBlobStore
+    from gateway.store.blobs import BlobStore
     from gateway.store.spool import Spool
 
 
@@ -26,7 +26,7 @@ class Services(Protocol):
     def engine(self) -> Engine: ...
 
     @property
-    def blobs(self) -> FileBlobStore | DatabaseBlobStore: ...
+    def blobs(self) -> BlobStore: ...
 
     @property
     def spool(self) -> Spool: ...

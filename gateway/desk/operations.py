@@ -29,7 +29,7 @@ from sqlalchemy import Connection
 from gateway.desk import access, notify
 from gateway.domain import ParsedAttachment, Priority, Refused, RequestType, TicketStatus, normalize_address
 from gateway.settings import Settings
-from gateway.store import repo
+from gateway.store import numbering, repo
 from gateway.store.blobs import BlobStore
 from gateway.store.repo import AccountRow, OrgRow, TicketRow
 
@@ -175,7 +175,7 @@ def _require_agent(actor: Actor, ticket: TicketRow, what: str) -> None:
 def create_ticket(conn: Connection, desk: Desk, actor: Actor, new: NewTicket) -> Done:
     """A new ticket, reported by ``new.reporter`` or the actor. From mail
     (``actor.mail_id``) it carries a placeholder number until the caller's
-    ``repo.number_new_tickets`` just before the commit (see there); from
+    ``numbering.number_pending`` just before the commit (see there); from
     anywhere else it is numbered at once."""
     reporter = new.reporter or actor.account
     if reporter is None:
@@ -188,12 +188,7 @@ def create_ticket(conn: Connection, desk: Desk, actor: Actor, new: NewTicket) ->
     if org is None or org.id != reporter.organization_id:
         org = repo.org_by_id(conn, reporter.organization_id) if reporter.organization_id else None
     share_org = new.share_with_org if new.share_with_org is not None else bool(org and org.share_by_default)
-    if actor.mail_id is not None:
-        number = repo.unnumbered_placeholder(actor.mail_id)
-        key = repo.placeholder_key(prefix, number)
-    else:
-        number = repo.take_ticket_numbers(conn, prefix, 1)
-        key = f"{prefix}-{number}"
+    number, key = numbering.new_ticket_number(conn, prefix, actor.mail_id)
     for person in new.share_with:
         _check_shareable(person, reporter, actor)
     ticket = repo.insert_ticket(

@@ -89,7 +89,7 @@ def create_ticket(
     match: ThreadMatch,
 ) -> Done:
     """A new ticket from ``mail``. It is numbered at the end of the
-    transaction: the caller calls ``repo.number_new_tickets`` before the
+    transaction: the caller calls ``numbering.number_pending`` before the
     commit, and only then is its ``key`` real."""
     closed = match.closed_predecessor
     done = operations.create_ticket(

@@ -1,7 +1,7 @@
 """Run the pipeline over spooled mail: claim rows, parse them (CPU-bound, so
-in a process pool when there are many), then run the stages for each
-message in spool order, a batch per transaction, and record the
-disposition (mail answering mail another worker has not finished goes
+in a process pool when there are many: ``parsing``), then run the stages
+(``stages``) for each message in spool order, a batch per transaction, and
+record the disposition (mail answering mail another worker has not finished goes
 last, after that worker: ``Runner._waiting_on_others``). ``Ignore`` ends
 a message as ignored, ``Quarantine`` and any unexpected exception shunt it
 to the quarantine with the reason (Mailman's shunt queue),
@@ -10,12 +10,7 @@ to the quarantine with the reason (Mailman's shunt queue),
 from __future__ import annotations
 
 import collections
-import dataclasses
 import datetime as dt
-import email.parser
-import email.policy
-import email.utils
-import hashlib
 import itertools
 import logging
 import os
@@ -23,33 +18,19 @@ import random
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
-from dataclasses import dataclass
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
-from gateway import verp
 from gateway.desk.operations import Desk
-from gateway.domain import (
-    Disposition,
-    Ignore,
-    MailStatus,
-    ParsedMail,
-    Quarantine,
-    TemporaryFailure,
-    normalize_address,
-    normalize_message_id,
-)
-from gateway.pipeline import apply
-from gateway.pipeline.fields import extract_fields
-from gateway.pipeline.identify import create_accounts_ahead, identify, new_sender
-from gateway.pipeline.parse import parse_mail
+from gateway.domain import Disposition, MailStatus, Quarantine, TemporaryFailure
+from gateway.pipeline.identify import create_accounts_ahead, new_sender
+from gateway.pipeline.parsing import Parsed, parse_job, parse_job_star
 from gateway.pipeline.screen import is_spam, screen
-from gateway.pipeline.thread import candidate_ids, find_ticket
-from gateway.pipeline.trust import authenticated_by
+from gateway.pipeline.stages import Stages
+from gateway.pipeline.thread import candidate_ids
 from gateway.settings import LimitsSettings, Settings
-from gateway.store import repo
-from gateway.store.blobs import FileBlobStore
+from gateway.store import numbering, repo
 from gateway.store.db import connection, is_conflict, is_transient, read_connection, temporary_failures
 from gateway.store.models import as_utc
 from gateway.store.spool import Job, Spool
@@ -60,78 +41,6 @@ POOL_THRESHOLD = 16  # fewer messages than this are parsed in-process
 MAX_RETRIES = 3
 ANCESTOR_WAIT = 10.0  # seconds a batch waits for the mail it answers (see _wait_for_ancestors)
 CONFLICT_RETRIES = 10  # deadlocked batches tried again (with jitter) before giving up
-
-
-@dataclass
-class Parsed:
-    """What the parse step hands to the database step."""
-
-    mail: ParsedMail | None
-    error: str | None
-    dedup_key: str
-    message_id: str | None
-    from_addr: str | None
-    subject: str | None
-
-
-def dedup_key(raw: bytes, message_id: str | None, from_addr: str | None) -> str:
-    """Same Message-ID, sender and content (the body after the header block;
-    trace headers differ between two deliveries of the same message). Line
-    ends do not count: the copy that came over SMTP or the daemon's local
-    socket has CRLF, the same message read from a file by ``gateway ingest``
-    may have LF, and the last line may or may not end in one."""
-    split = raw.find(b"\r\n\r\n")
-    split = raw.find(b"\n\n") if split < 0 else split
-    body = raw[split:].replace(b"\r\n", b"\n").rstrip(b"\n") if split >= 0 else b""
-    h = hashlib.sha256()
-    h.update((message_id or "").encode("utf-8", "replace") + b"\0")
-    h.update((from_addr or "").encode("utf-8", "replace") + b"\0")
-    h.update(body)
-    return h.hexdigest()
-
-
-def _header_peek(raw: bytes) -> tuple[str | None, str | None, str | None]:
-    """Message-ID, From and Subject from the header block only, for the mail
-    log of a message the full parser could not read."""
-    try:
-        head = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw[:65536])
-        mid = head.get("Message-ID")
-        frm = email.utils.parseaddr(str(head.get("From", "")))[1]
-        subject = str(head.get("Subject", ""))[:998]
-        return (normalize_message_id(str(mid)) if mid else None, normalize_address(frm) or None, subject)
-    except Exception:  # noqa: BLE001 - a header we cannot read is no reason to fail
-        return None, None, None
-
-
-def parse_job(raw: bytes, limits: LimitsSettings) -> Parsed:
-    """Parse one raw message; runs in a worker process. Never raises."""
-    try:
-        mail = parse_mail(raw, limits)
-    except Quarantine as q:
-        mid, frm, subject = _header_peek(raw)
-        return Parsed(None, q.reason, dedup_key(raw, mid, frm), mid, frm, subject)
-    except Exception as exc:  # noqa: BLE001 - any parser failure quarantines
-        mid, frm, subject = _header_peek(raw)
-        reason = f"parser error: {type(exc).__name__}"
-        return Parsed(None, reason, dedup_key(raw, mid, frm), mid, frm, subject)
-    return Parsed(
-        mail,
-        None,
-        dedup_key(raw, mail.message_id, mail.from_addr),
-        mail.message_id,
-        mail.from_addr,
-        mail.subject,
-    )
-
-
-def _parse_job_star(args: tuple[bytes | str, LimitsSettings]) -> Parsed:
-    """Pool entry point. A str is a blob file path: the worker reads the
-    file itself, so the raw bytes are not pickled through the parent."""
-    raw, limits = args
-    if isinstance(raw, str):
-        with open(raw, "rb") as fh:
-            raw = fh.read()
-    return parse_job(raw, limits)
 
 
 class _SlowPath(Exception):
@@ -164,8 +73,7 @@ class Runner:
         self.on_latency: Callable[[float], None] | None = None
         self.pool = pool
         self.pool_factory = pool_factory  # makes a pool the first time one pays off
-        self.desk_addresses = settings.desk_addresses()
-        self.desk = Desk(settings, self.blobs)
+        self.stages = Stages.configured(settings, Desk(settings, self.blobs))
         self.accounts_ahead = self.engine.dialect.name == "postgresql"  # see _create_accounts_ahead
 
     # -- driving ----------------------------------------------------------
@@ -191,7 +99,7 @@ class Runner:
         if self.pool is None and self.pool_factory is not None and len(jobs) >= POOL_THRESHOLD:
             self.pool = self.pool_factory()
         if self.pool is not None and len(jobs) >= POOL_THRESHOLD:
-            parsed = self.pool.map(_parse_job_star, ((self._raw_ref(j), limits) for j in jobs), chunksize=16)
+            parsed = self.pool.map(parse_job_star, ((self._raw_ref(j), limits) for j in jobs), chunksize=16)
         else:
             parsed = (self._parse_here(j, limits) for j in jobs)
         done: set[int] = set()
@@ -199,7 +107,7 @@ class Runner:
         size = self.settings.workers.batch_size
         try:
             while chunk := list(itertools.islice(pairs, size)):
-                for mail_id, disposition in self._process_batch(chunk):
+                for mail_id, disposition in self._batch(chunk):
                     done.add(mail_id)
                     yield mail_id, disposition
         finally:
@@ -209,8 +117,9 @@ class Runner:
     def _raw_ref(self, job: Job) -> bytes | str:
         if job.raw_inline is not None:
             return job.raw_inline
-        if isinstance(self.blobs, FileBlobStore):
-            return str(self.blobs.path_for(job.raw_sha256))
+        path = self.blobs.file_path(job.raw_sha256)
+        if path is not None:
+            return path
         with read_connection(self.engine) as conn:
             return self.blobs.get(conn, job.raw_sha256)
 
@@ -221,20 +130,20 @@ class Runner:
             return parse_job(self.blobs.get(conn, job.raw_sha256), limits)
 
     # -- one batch, one message ------------------------------------------
-    def _process_batch(self, chunk: list[tuple[Job, Parsed]]) -> list[tuple[int, Disposition]]:
-        """Apply a chunk of claimed mail. Mail that answers mail another
+    def _batch(self, chunk: list[tuple[Job, Parsed]]) -> list[tuple[int, Disposition]]:
+        """Process a chunk of claimed mail. Mail that answers mail another
         worker is still processing (``_waiting_on_others``) goes in a second
         transaction, after the rest and after a wait for that worker."""
         self._store_inline_raw(chunk)
         later = self._waiting_on_others(chunk)
-        out = self._apply_batch([c for c in chunk if c[0].id not in later])
+        out = self._commit([c for c in chunk if c[0].id not in later])
         rest = [c for c in chunk if c[0].id in later]
         if rest:
             self._wait_for_ancestors(rest)
-            out += self._apply_batch(rest)
+            out += self._commit(rest)
         return out
 
-    def _apply_batch(self, chunk: list[tuple[Job, Parsed]]) -> list[tuple[int, Disposition]]:
+    def _commit(self, chunk: list[tuple[Job, Parsed]]) -> list[tuple[int, Disposition]]:
         """Group commit: one transaction (one fsync) for the batch.
 
         Optimistic first: no savepoints, since almost every message goes
@@ -250,7 +159,7 @@ class Runner:
         careful = False
         for attempt in itertools.count(1):
             try:
-                out = self._run_batch(chunk, careful=careful)
+                out = self._transaction(chunk, careful=careful)
                 break
             except _SlowPath:
                 careful = True
@@ -270,7 +179,7 @@ class Runner:
         """Write the batch's inline raw bytes to the blob files (synced
         together) before the transaction, which then only finds them there:
         the database write lock is not held while files are created."""
-        if not isinstance(self.blobs, FileBlobStore):
+        if not self.blobs.holds_files:
             return
         with temporary_failures(), self.blobs.group():
             for job, _ in chunk:
@@ -351,7 +260,7 @@ class Runner:
             if mail is None:
                 continue
             if is_spam(mail) or screen(
-                mail, desk_addresses=self.desk_addresses, envelope_from=job.envelope_from
+                mail, desk_addresses=self.stages.desk_addresses, envelope_from=job.envelope_from
             ) is not None:
                 continue
             sender = new_sender(mail, self.settings)
@@ -361,36 +270,40 @@ class Runner:
             with connection(self.engine) as conn:
                 create_accounts_ahead(conn, list(senders.values()), self.settings)
 
-    def _run_batch(self, chunk: list[tuple[Job, Parsed]], careful: bool) -> list[tuple[int, Disposition]]:
+    def _transaction(self, chunk: list[tuple[Job, Parsed]], careful: bool) -> list[tuple[int, Disposition]]:
+        """One attempt of ``_commit``: the whole chunk in one transaction."""
         results: list[_Result] = []
         with connection(self.engine) as conn, self.blobs.group():
             for job, parsed in chunk:
-                if careful:
-                    disposition, error = self._process_one(conn, job, parsed)
-                elif parsed.mail is None:
-                    error = parsed.error or "unparseable"
-                    disposition = Disposition.quarantined(error)
-                else:
-                    try:
-                        disposition, error = self._apply(conn, job, parsed), None
-                    except Exception as exc:
-                        if is_transient(exc):
-                            raise
-                        raise _SlowPath from exc
+                disposition, error = self._message(conn, job, parsed, careful)
                 results.append((job, parsed, disposition, error))
             # New tickets get their numbers last: the counter row's lock is
-            # then held for the commit only (see repo.number_new_tickets).
-            repo.number_new_tickets(conn, self.settings.desk.ticket_prefix)
+            # then held for the commit only (see store/numbering.py).
+            numbering.number_pending(conn, self.stages.ticket_prefix)
             results = self._with_real_keys(conn, results)
             self._finish(conn, results)
         return [(job.id, disposition) for job, _, disposition, _ in results]
 
-    def _process_one(self, conn: Connection, job: Job, parsed: Parsed) -> tuple[Disposition, str | None]:
-        """One message under a savepoint; its disposition and error."""
+    def _message(
+        self, conn: Connection, job: Job, parsed: Parsed, careful: bool
+    ) -> tuple[Disposition, str | None]:
+        """One message through the stages; its disposition and error.
+        ``careful``: under a savepoint, so that its failure undoes only its
+        own effect and ends it in the quarantine (the shunt). Otherwise any
+        failure raises ``_SlowPath``: the batch is redone carefully."""
+        if not careful:
+            if parsed.mail is None:
+                return _quarantined(parsed.error or "unparseable")
+            try:
+                return self.stages.run(conn, job, parsed), None
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                raise _SlowPath from exc
         for attempt in range(MAX_RETRIES):
             savepoint = conn.begin_nested()
             try:
-                disposition = self._apply(conn, job, parsed)
+                disposition = self.stages.run(conn, job, parsed)
                 savepoint.commit()
                 return disposition, None
             except IntegrityError:
@@ -413,57 +326,6 @@ class Runner:
                 return _quarantined(f"internal error: {type(exc).__name__}")
         raise AssertionError("unreachable")
 
-    def _apply(self, conn: Connection, job: Job, parsed: Parsed) -> Disposition:
-        if parsed.mail is None:
-            raise Quarantine(parsed.error or "unparseable")
-        try:
-            return self._stages(conn, job, parsed.mail, parsed.dedup_key)
-        except Ignore as ig:
-            return Disposition.ignored(ig.reason)
-
-    def _stages(self, conn: Connection, job: Job, mail: ParsedMail, key: str) -> Disposition:
-        settings = self.settings
-        earlier = repo.claim_processed_key(conn, key, job.id)
-        if earlier is not None:
-            raise Ignore(f"duplicate of mail {earlier}")
-        reason = screen(mail, desk_addresses=self.desk_addresses, envelope_from=job.envelope_from)
-        if reason is not None:
-            if reason == "bounce":
-                reason = self._bounce(conn, mail, job)
-            raise Ignore(reason)
-        if is_spam(mail):
-            raise Quarantine("marked as spam by the MTA (X-Spam-Flag / X-Spam)")
-        trusted = job.trusted or authenticated_by(mail, settings.security.trusted_authserv_id)
-        sender = identify(conn, mail, settings, trusted)
-        if sender.account.bounced_at is not None:
-            # A person writes from the address: it works again (SPEC §3).
-            repo.clear_bounce(conn, sender.account.email)
-            sender = dataclasses.replace(sender, account=dataclasses.replace(sender.account, bounced_at=None))
-        match = find_ticket(conn, mail, sender, settings.desk.ticket_prefix)
-        if match.ticket is None:
-            # Whether a stranger's new ticket may be acknowledged (backscatter).
-            authenticated = trusted or authenticated_by(mail, settings.security.trusted_authserv_id, spf=True)
-            actor = apply.actor_for(sender, job.id, authenticated)
-            request_type = settings.request_type_for(job.recipient)
-            fields = extract_fields(mail)
-            done = apply.create_ticket(conn, self.desk, actor, mail, sender, request_type, fields, match)
-            return Disposition.created(done.ticket.key, done.ticket.id)
-        done = apply.add_comment(conn, self.desk, apply.actor_for(sender, job.id, True), mail, sender, match)
-        return Disposition.commented(done.ticket.key, done.ticket.id)
-
-    @staticmethod
-    def _bounce(conn: Connection, mail: ParsedMail, job: Job) -> str:
-        """The disposition of a bounce, after marking the desk mail it is
-        about (only when it names that mail's recipient as failed)."""
-        report = mail.report
-        if report is None:  # a bounce without a DSN part: nothing names a recipient
-            return "bounce (no delivery report)"
-        failed = [normalize_address(a) for a in report.failed_recipients]
-        marked = repo.record_bounce(
-            conn, failed, report.original_message_id, verp.parse(job.recipient), report.status or "failed"
-        )
-        return "bounce" if marked else "bounce (of no mail the desk sent to a failed recipient)"
-
     # -- bookkeeping -----------------------------------------------------
     @staticmethod
     def _with_real_keys(conn: Connection, results: list[_Result]) -> list[_Result]:
@@ -473,11 +335,11 @@ class Runner:
         stale = {
             d.ticket_id
             for _, _, d, _ in results
-            if d.ticket_id is not None and d.key and repo.is_placeholder_key(d.key)
+            if d.ticket_id is not None and d.key and numbering.is_placeholder_key(d.key)
         }
         if not stale:
             return results
-        keys = repo.ticket_keys(conn, stale)
+        keys = numbering.ticket_keys(conn, stale)
         return [
             (j, p, d.with_key(keys[d.ticket_id]) if d.ticket_id in keys else d, e) for j, p, d, e in results
         ]

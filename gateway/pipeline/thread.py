@@ -16,7 +16,7 @@ from sqlalchemy import Connection
 from gateway.desk.access import may_access
 from gateway.domain import ParsedMail, TicketStatus
 from gateway.pipeline.identify import Sender
-from gateway.store import repo
+from gateway.store import numbering, repo
 from gateway.store.repo import TicketRow
 
 # Prefixes mail clients put in front of a reply or forward subject.
@@ -69,7 +69,7 @@ def _candidates(conn: Connection, mail: ParsedMail, prefix: str) -> list[tuple[T
         numbers.append(int(m.group(1)))
     wanted = list(dict.fromkeys(numbers))
     by_number = repo.tickets_by_number(conn, wanted)
-    if len(by_number) < len(wanted) and repo.number_new_tickets(conn, prefix):
+    if len(by_number) < len(wanted) and numbering.number_pending(conn, prefix):
         # The key may belong to a ticket an earlier message of this same
         # transaction created, still unnumbered (numbers are handed out at
         # the commit). Number them now, so that a batch threads exactly as

@@ -27,12 +27,22 @@ def sha256_hex(data: bytes) -> str:
 
 
 class BlobStore(Protocol):
-    def put(self, session: Session | Connection, data: bytes) -> str:
-        """Store ``data``; return its SHA-256 hex digest."""
+    # Whether blobs are files outside the database: then they can be
+    # written before a transaction (and synced together), and another
+    # process can read one by its path (``file_path``).
+    holds_files: bool
+
+    def put(self, session: Session | Connection | None, data: bytes) -> str:
+        """Store ``data``; return its SHA-256 hex digest. ``session`` may be
+        None only when ``holds_files``."""
         ...
 
-    def get(self, session: Session | Connection, digest: str) -> bytes:
+    def get(self, session: Session | Connection | None, digest: str) -> bytes:
         """The bytes stored under ``digest``; KeyError if absent."""
+        ...
+
+    def file_path(self, digest: str) -> str | None:
+        """The file holding ``digest``'s bytes, or None (not a file)."""
         ...
 
     def group(self) -> contextlib.AbstractContextManager[None]:
@@ -48,6 +58,8 @@ class FileBlobStore:
     ``syncfs`` instead of two fsyncs per file). Callers that commit a
     database row pointing at a blob end the group before the commit."""
 
+    holds_files = True
+
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -60,6 +72,9 @@ class FileBlobStore:
         # One level of 256 fan-out directories: enough to keep directories
         # small, and few enough that creating them is a one-off cost.
         return self.root / digest[:2] / digest
+
+    def file_path(self, digest: str) -> str | None:
+        return str(self.path_for(digest))
 
     @contextlib.contextmanager
     def group(self) -> Iterator[None]:
@@ -153,7 +168,11 @@ def _sync_paths(root: Path, paths: list[Path]) -> None:
 class DatabaseBlobStore:
     """Blobs as rows, committed with the caller's transaction."""
 
-    def put(self, session: Session | Connection, data: bytes) -> str:
+    holds_files = False
+
+    def put(self, session: Session | Connection | None, data: bytes) -> str:
+        if session is None:
+            raise ValueError("database blobs are written in a transaction")
         digest = sha256_hex(data)
         dialect = session.dialect if isinstance(session, Connection) else session.get_bind().dialect
         ins = dialect_insert(dialect.name, Blob)
@@ -165,15 +184,20 @@ class DatabaseBlobStore:
         """Rows are durable with the transaction; nothing to defer."""
         yield
 
-    def get(self, session: Session | Connection, digest: str) -> bytes:
+    def get(self, session: Session | Connection | None, digest: str) -> bytes:
+        if session is None:
+            raise ValueError("database blobs are read in a transaction")
         table = Blob.__table__  # type: ignore[attr-defined]
         data = session.execute(select(table.c.data).where(table.c.sha256 == digest)).scalar_one_or_none()
         if data is None:
             raise KeyError(digest)
         return bytes(data)
 
+    def file_path(self, digest: str) -> str | None:
+        return None
 
-def make_blob_store(setting: str) -> FileBlobStore | DatabaseBlobStore:
+
+def make_blob_store(setting: str) -> BlobStore:
     if setting == "database":
         return DatabaseBlobStore()
     return FileBlobStore(setting)

@@ -91,7 +91,7 @@ _TICKET_COLS = [TICKET.c[f] for f in TicketRow.__dataclass_fields__]
 _INSERT_IGNORE: dict[tuple[str, str], Any] = {}
 
 
-def _insert_ignore(conn: Connection, table: Any, returning: Any) -> Any:
+def insert_ignore(conn: Connection, table: Any, returning: Any) -> Any:
     """``INSERT … ON CONFLICT DO NOTHING RETURNING`` for this dialect, built
     once per table."""
     key = (conn.dialect.name, table.name)
@@ -158,16 +158,6 @@ _IS_PARTICIPANT = (
     .where(PARTICIPANT.c.ticket_id == bindparam("b_ticket"))
     .where(PARTICIPANT.c.account_id == bindparam("b_account"))
 )
-_TAKE_NUMBERS = (
-    update(COUNTER)
-    .where(COUNTER.c.prefix == bindparam("b_prefix"))
-    .values(value=COUNTER.c.value + bindparam("b_count"))
-    .returning(COUNTER.c.value)
-)
-_MAX_NUMBER = select(func.max(TICKET.c.number)).where(TICKET.c.number > 0)
-_UNNUMBERED = select(TICKET.c.id, TICKET.c.key).where(TICKET.c.number < 0).order_by(TICKET.c.id)
-_NUMBER_TICKET = update(TICKET).where(TICKET.c.id == bindparam("b_id"))
-_TICKET_KEYS = select(TICKET.c.id, TICKET.c.key).where(TICKET.c.id.in_(bindparam("b_ids", expanding=True)))
 _INSERT_TICKET = insert(TICKET).returning(TICKET.c.id)
 _UPDATE_TICKET = update(TICKET).where(TICKET.c.id == bindparam("b_id"))
 _INSERT_COMMENT = insert(COMMENT).returning(COMMENT.c.id)
@@ -253,7 +243,7 @@ def insert_account_if_absent(
     """Like ``insert_account``, but an address that exists (or that a
     concurrent transaction has just inserted) is left alone; True if this
     call inserted it."""
-    stmt = _insert_ignore(conn, ACCOUNT, ACCOUNT.c.id)
+    stmt = insert_ignore(conn, ACCOUNT, ACCOUNT.c.id)
     return conn.execute(stmt, _new_account(email, name, role, organization_id, locale)).first() is not None
 
 
@@ -364,70 +354,9 @@ def is_participant(conn: Connection, ticket_id: int, account_id: int) -> bool:
 
 def add_participant(conn: Connection, ticket_id: int, account_id: int) -> bool:
     """True when the account was not a participant before."""
-    stmt = _insert_ignore(conn, PARTICIPANT, PARTICIPANT.c.account_id)
+    stmt = insert_ignore(conn, PARTICIPANT, PARTICIPANT.c.account_id)
     inserted = conn.execute(stmt, {"ticket_id": ticket_id, "account_id": account_id}).first()
     return inserted is not None
-
-
-def take_ticket_numbers(conn: Connection, prefix: str, count: int) -> int:
-    """Reserve ``count`` consecutive ticket numbers; the first of them.
-    Atomic: the UPDATE takes a row lock (PostgreSQL) or runs under the write
-    lock (SQLite), so two workers never get the same number; and, being part
-    of the caller's transaction, a rollback returns them (no gaps)."""
-    params = {"b_prefix": prefix, "b_count": count}
-    value = conn.execute(_TAKE_NUMBERS, params).scalar_one_or_none()
-    if value is None:
-        # First ticket with this prefix: the counter starts at the highest
-        # existing number. Two workers may get here at once: the second
-        # insert waits for the first and then does nothing (no unique
-        # violation at the end of a batch), and both take from the one row.
-        highest = int(conn.execute(_MAX_NUMBER).scalar_one_or_none() or 0)
-        conn.execute(_insert_ignore(conn, COUNTER, COUNTER.c.prefix), {"prefix": prefix, "value": highest})
-        value = conn.execute(_TAKE_NUMBERS, params).scalar_one()
-    return int(value) - count + 1
-
-
-def unnumbered_placeholder(inbound_mail_id: int) -> int:
-    """The number a ticket carries until ``number_new_tickets`` gives it its
-    real one: negative, so it never collides with a real number, and unique
-    per message (one message creates at most one ticket)."""
-    return -inbound_mail_id
-
-
-def placeholder_key(prefix: str, number: int) -> str:
-    """The key that goes with a placeholder number; the subject-key pattern
-    (digits after the prefix) never matches it."""
-    return f"{prefix}-new{-number}"
-
-
-def is_placeholder_key(key: str) -> bool:
-    return "-new" in key
-
-
-def ticket_keys(conn: Connection, ids: Iterable[int]) -> dict[int, str]:
-    return dict(conn.execute(_TICKET_KEYS, {"b_ids": list(ids)}).all())
-
-
-def number_new_tickets(conn: Connection, prefix: str) -> dict[int, tuple[str, str]]:
-    """Give every ticket this transaction created with a placeholder number
-    its real number and key, in creation order.
-
-    Why late: the counter row is the one row every new ticket writes. Taken
-    per ticket, a worker holds its lock from its first new ticket to the end
-    of its whole batch, and PostgreSQL workers queue behind each other. Taken
-    here, just before the commit, the lock lasts two statements. Placeholder
-    rows of other transactions are uncommitted, so invisible here, and a
-    committed ticket never has one. Returns ``{id: (placeholder key, key)}``."""
-    pending = conn.execute(_UNNUMBERED).all()
-    if not pending:
-        return {}
-    first = take_ticket_numbers(conn, prefix, len(pending))
-    keys = {tid: (old, f"{prefix}-{first + i}") for i, (tid, old) in enumerate(pending)}
-    conn.execute(
-        _NUMBER_TICKET,
-        [{"b_id": tid, "number": first + i, "key": keys[tid][1]} for i, (tid, _) in enumerate(pending)],
-    )
-    return keys
 
 
 def insert_ticket(conn: Connection, **values: Any) -> TicketRow:
@@ -529,7 +458,7 @@ def claim_processed_key(conn: Connection, key: str, mail_id: int) -> int | None:
     mail with the same key (a duplicate) or None. The primary key makes this
     safe against a concurrent worker processing a copy at the same time."""
     # RETURNING, not rowcount: psycopg reports a row for a skipped insert.
-    stmt = _insert_ignore(conn, PROCESSED, PROCESSED.c.key)
+    stmt = insert_ignore(conn, PROCESSED, PROCESSED.c.key)
     inserted = conn.execute(stmt, {"key": key, "inbound_mail_id": mail_id}).first()
     if inserted is not None:
         return None

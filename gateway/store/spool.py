@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 
 from gateway.domain import MailStatus, TemporaryFailure
-from gateway.store.blobs import DatabaseBlobStore, FileBlobStore, sha256_hex
+from gateway.store.blobs import BlobStore, sha256_hex
 from gateway.store.db import connection, is_transient, read_connection
 from gateway.store.models import utcnow
 from gateway.store.repo import MAIL
@@ -93,7 +93,7 @@ class Spool:
     def __init__(
         self,
         engine: Engine,
-        blobs: FileBlobStore | DatabaseBlobStore,
+        blobs: BlobStore,
         inline_max: int = DEFAULT_INLINE_MAX,
     ) -> None:
         self.engine = engine
@@ -102,7 +102,7 @@ class Spool:
         # a batch of them is one commit, where file blobs cost a file
         # creation and its sync per message. Larger ones, and everything
         # when the blobs live in the database anyway, go to the blob store.
-        self.inline_max = inline_max if isinstance(blobs, FileBlobStore) else 0
+        self.inline_max = inline_max if blobs.holds_files else 0
 
     def put_many(self, items: Sequence[SpoolItem]) -> list[int]:
         """Store all items durably in one transaction (group commit) and
@@ -132,7 +132,7 @@ class Spool:
         digests: list[str | None] = [
             sha256_hex(item.raw) if small else None for item, small in zip(items, inline, strict=True)
         ]
-        if isinstance(self.blobs, FileBlobStore) and not all(inline):
+        if self.blobs.holds_files and not all(inline):
             try:
                 with self.blobs.group():
                     for i, item in enumerate(items):
