@@ -18,18 +18,16 @@ import secrets
 import unicodedata
 
 from argon2 import PasswordHasher
-from sqlalchemy import Connection, Engine, and_, func, insert, select, update
+from sqlalchemy import Connection, Engine
 
 from gateway.desk import notify
 from gateway.domain import AccountState, normalize_address
 from gateway.pipeline.identify import create_account
 from gateway.settings import Settings
-from gateway.store import repo
+from gateway.store import outbox, repo, tokens
 from gateway.store.db import connection
-from gateway.store.models import SignupToken, utcnow
-from gateway.store.repo import ACCOUNT, OUTBOX
+from gateway.store.models import utcnow
 
-TOKEN = SignupToken.__table__  # type: ignore[attr-defined]
 PURPOSE_SIGNUP = "signup"
 SIGNUP_TEMPLATES = ("signup_confirmation", "signup_invitation")
 REPEAT_INTERVAL = dt.timedelta(days=1)
@@ -68,23 +66,13 @@ def issue_token(
     nowhere else)."""
     now = now or utcnow()
     raw = new_token()
-    conn.execute(
-        insert(TOKEN),
-        {
-            "token_sha256": token_sha256(raw),
-            "account_id": account_id,
-            "purpose": purpose,
-            "created_at": now,
-            "expires_at": now + lifetime,
-            "used_at": None,
-        },
-    )
+    tokens.insert_token(conn, token_sha256(raw), account_id, purpose, now, now + lifetime)
     return raw
 
 
 def discard_token(conn: Connection, raw: str) -> None:
     """Forget a token whose mail was never sent."""
-    conn.execute(TOKEN.delete().where(TOKEN.c.token_sha256 == token_sha256(raw)))
+    tokens.delete_token(conn, token_sha256(raw))
 
 
 def redeem_token(conn: Connection, raw: str, purpose: str, now: dt.datetime | None = None) -> int | None:
@@ -92,16 +80,7 @@ def redeem_token(conn: Connection, raw: str, purpose: str, now: dt.datetime | No
     unknown, for another purpose, used or expired. Atomic: of two
     concurrent calls with the same token exactly one gets the account."""
     now = now or utcnow()
-    stmt = (
-        update(TOKEN)
-        .where(TOKEN.c.token_sha256 == token_sha256(raw))
-        .where(TOKEN.c.purpose == purpose)
-        .where(TOKEN.c.used_at.is_(None))
-        .where(TOKEN.c.expires_at > now)
-        .values(used_at=now)
-        .returning(TOKEN.c.account_id)
-    )
-    return conn.execute(stmt).scalar_one_or_none()
+    return tokens.use_token(conn, token_sha256(raw), purpose, now)
 
 
 def signup_url(settings: Settings, raw: str) -> str:
@@ -111,14 +90,7 @@ def signup_url(settings: Settings, raw: str) -> str:
 def recent_signup_mail(conn: Connection, address: str, now: dt.datetime) -> bool:
     """Whether a confirmation or invitation went (or is going) to the address
     in the last day."""
-    count = conn.execute(
-        select(func.count())
-        .select_from(OUTBOX)
-        .where(OUTBOX.c.to_addr == address)
-        .where(OUTBOX.c.template.in_(SIGNUP_TEMPLATES))
-        .where(OUTBOX.c.created_at >= now - REPEAT_INTERVAL)
-    ).scalar_one()
-    return bool(count)
+    return outbox.mails_to_since(conn, address, SIGNUP_TEMPLATES, now - REPEAT_INTERVAL) > 0
 
 
 def request_signup(engine: Engine, settings: Settings, email: str) -> None:
@@ -183,20 +155,9 @@ def confirm_signup(engine: Engine, raw_token: str, name: str, password: str) -> 
         account_id = redeem_token(conn, token, PURPOSE_SIGNUP, now)
         if account_id is None:
             raise SignupError(INVALID_LINK)
-        activated = conn.execute(
-            update(ACCOUNT)
-            .where(and_(ACCOUNT.c.id == account_id, ACCOUNT.c.state == AccountState.unverified.value))
-            .values(name=display, password_hash=password_hash, state=AccountState.active.value)
-            .returning(ACCOUNT.c.email)
-        ).scalar_one_or_none()
+        activated = repo.activate_account(conn, account_id, display, password_hash)
         if activated is None:  # active already (another link), or disabled
             raise SignupError(INVALID_LINK)
         # The other links sent to this address are spent too.
-        conn.execute(
-            update(TOKEN)
-            .where(TOKEN.c.account_id == account_id)
-            .where(TOKEN.c.purpose == PURPOSE_SIGNUP)
-            .where(TOKEN.c.used_at.is_(None))
-            .values(used_at=now)
-        )
-        return str(activated)
+        tokens.use_account_tokens(conn, account_id, PURPOSE_SIGNUP, now)
+        return activated

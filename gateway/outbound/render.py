@@ -34,16 +34,17 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from email.message import EmailMessage
-from typing import Any
 
 import jinja2
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from gateway.domain import AccountState, Role
 from gateway.outbound.templates import make_environment, template_names
 from gateway.pipeline.reply_text import REPLY_MARKER_DE, REPLY_MARKER_EN
 from gateway.settings import Settings
-from gateway.store.repo import ACCOUNT, COMMENT, MAIL, MESSAGE_REF, TICKET, AccountRow
+from gateway.store import outbox
+from gateway.store.outbox import OutboxRow
+from gateway.store.repo import AccountRow
 
 MARKERS = {"de": REPLY_MARKER_DE, "en": REPLY_MARKER_EN}
 LOCALES = frozenset(MARKERS)
@@ -209,25 +210,6 @@ def from_address(settings: Settings) -> str:
 
 
 @dataclass(frozen=True)
-class OutboxRow:
-    """The outbox columns the sender and renderer need."""
-
-    id: int
-    to_addr: str
-    template: str
-    locale: str
-    ticket_id: int | None
-    cause_mail_id: int | None
-    data: dict[str, Any]
-    message_id: str | None
-    attempts: int
-    created_at: dt.datetime
-    status: str
-    automatic: bool
-    last_error: str | None = None
-
-
-@dataclass(frozen=True)
 class MailContext:
     """Everything one mail shows; ticket text is already None for an
     unverified recipient."""
@@ -263,9 +245,7 @@ def load_context(
     key = summary = comment = author = None
     ticket_mid: str | None = None
     if row.ticket_id is not None:
-        t = conn.execute(
-            select(TICKET.c.key, TICKET.c.summary, TICKET.c.message_id).where(TICKET.c.id == row.ticket_id)
-        ).first()
+        t = outbox.ticket_for_mail(conn, row.ticket_id)
         if t is not None:
             key, ticket_mid = t.key, t.message_id
             if verified:
@@ -275,18 +255,13 @@ def load_context(
     comment_mid: str | None = None
     comment_id = row.data.get("comment_id")
     if row.template == "comment_added" and isinstance(comment_id, int):
-        c = conn.execute(
-            select(COMMENT.c.body, COMMENT.c.public, COMMENT.c.message_id, ACCOUNT.c.name,
-                   ACCOUNT.c.email, ACCOUNT.c.role)
-            .join(ACCOUNT, ACCOUNT.c.id == COMMENT.c.author_id)
-            .where(COMMENT.c.id == comment_id)
-        ).first()
+        c = outbox.comment_for_mail(conn, comment_id)
         if c is None or not c.public:
             raise RenderError(f"comment {comment_id} is gone or internal")
         comment_mid = c.message_id
         if verified:
             comment = clean_body_text(c.body or "")
-            who = c.name or (settings.desk.name if c.role == Role.agent else c.email)
+            who = c.author_name or (settings.desk.name if c.author_role == Role.agent else c.author_email)
             author = clean_header_text(who, 100)
     in_reply_to, references = _thread(conn, row, ticket_mid, comment_mid, message_id)
     event = row.data.get("event") if row.data.get("event") in STATUS_EVENTS else None
@@ -322,19 +297,10 @@ def _thread(
     the ticket's first message and the newest known ids, oldest first."""
     if row.ticket_id is None:
         return None, ()
-    recent = [
-        r[0]
-        for r in conn.execute(
-            select(MESSAGE_REF.c.message_id)
-            .where(MESSAGE_REF.c.ticket_id == row.ticket_id)
-            .where(MESSAGE_REF.c.direction.in_(("inbound", "outbound")))
-            .order_by(MESSAGE_REF.c.id.desc())
-            .limit(MAX_REFERENCES * 2)
-        )
-    ]
+    recent = outbox.recent_thread_ids(conn, row.ticket_id, MAX_REFERENCES * 2)
     cause_mid = None
     if row.cause_mail_id is not None:
-        cause_mid = conn.execute(select(MAIL.c.message_id).where(MAIL.c.id == row.cause_mail_id)).scalar()
+        cause_mid = outbox.inbound_message_id(conn, row.cause_mail_id)
     known = [m for m in (clean_message_id(x) for x in reversed(recent)) if m and m != own_mid]
     parent = clean_message_id(cause_mid) or clean_message_id(comment_mid) or (known[-1] if known else None)
     parent = parent or clean_message_id(ticket_mid)

@@ -37,33 +37,24 @@ from typing import TYPE_CHECKING, Protocol
 
 import aiosmtplib
 import jinja2
-from sqlalchemy import Connection, Engine, func, or_, select, update
+from sqlalchemy import Connection, Engine
 
 from gateway import verp
 from gateway.domain import AccountState, OutboxStatus, is_desk_address
-from gateway.outbound.render import (
-    OutboxRow,
-    Renderer,
-    RenderError,
-    envelope_sender,
-    load_context,
-    new_message_id,
-)
+from gateway.outbound.render import Renderer, RenderError, envelope_sender, load_context, new_message_id
 from gateway.settings import OutboundSettings, Settings
 from gateway.signup import PURPOSE_SIGNUP, discard_token, issue_token, signup_url
-from gateway.store import repo
+from gateway.store import outbox, repo
 from gateway.store.db import connection
 from gateway.store.models import as_utc, utcnow
-from gateway.store.repo import OUTBOX
+from gateway.store.outbox import OutboxRow
 
 if TYPE_CHECKING:
     from gateway.app import App
 
 log = logging.getLogger("gateway.outbound")
 
-DUE = (OutboxStatus.queued.value, OutboxStatus.retrying.value)
 HOUR = dt.timedelta(hours=1)
-_ROW_COLS = [OUTBOX.c[f] for f in OutboxRow.__dataclass_fields__]
 
 
 class TransientSendError(Exception):
@@ -249,29 +240,9 @@ class OutboxSender:
         """Lease up to ``batch_size`` due rows; returns (id, attempt number)."""
         now = self.now()
         o = self.settings.outbound
-        stmt = (
-            select(OUTBOX.c.id, OUTBOX.c.attempts)
-            .where(OUTBOX.c.status.in_(DUE))
-            .where(or_(OUTBOX.c.next_attempt_at.is_(None), OUTBOX.c.next_attempt_at <= now))
-            .order_by(OUTBOX.c.next_attempt_at, OUTBOX.c.id)
-            .limit(o.batch_size)
-            .with_for_update(skip_locked=True)
-        )
-        if exclude:
-            stmt = stmt.where(OUTBOX.c.id.not_in(list(exclude)))
+        lease_until = now + dt.timedelta(seconds=o.lease_seconds)
         with connection(self.engine) as conn:
-            rows = conn.execute(stmt).all()
-            if not rows:
-                return []
-            conn.execute(
-                update(OUTBOX)
-                .where(OUTBOX.c.id.in_([r.id for r in rows]))
-                .values(
-                    next_attempt_at=now + dt.timedelta(seconds=o.lease_seconds),
-                    attempts=OUTBOX.c.attempts + 1,
-                )
-            )
-        return [(r.id, r.attempts + 1) for r in rows]
+            return outbox.claim_due(conn, now, o.batch_size, lease_until, exclude or ())
 
     async def process(self, row_id: int, attempt: int) -> str:
         """One claimed row to its outcome: sent, retrying, failed, deferred
@@ -292,23 +263,10 @@ class OutboxSender:
         return "sent"
 
     def _load(self, conn: Connection, row_id: int, attempt: int) -> OutboxRow | None:
-        row = conn.execute(
-            select(*_ROW_COLS)
-            .where(OUTBOX.c.id == row_id)
-            .where(OUTBOX.c.attempts == attempt)
-            .where(OUTBOX.c.status.in_(DUE))
-        ).first()
-        return OutboxRow(*row) if row else None
+        return outbox.load_attempt(conn, row_id, attempt)
 
     def _set(self, conn: Connection, row_id: int, attempt: int, **values: object) -> bool:
-        result = conn.execute(
-            update(OUTBOX)
-            .where(OUTBOX.c.id == row_id)
-            .where(OUTBOX.c.attempts == attempt)
-            .where(OUTBOX.c.status.in_(DUE))
-            .values(**values)
-        )
-        return bool(result.rowcount)
+        return outbox.update_attempt(conn, row_id, attempt, **values)
 
     def prepare(self, row_id: int, attempt: int) -> Prepared | str:
         """Check, render and record the mail in one transaction, committed
@@ -360,16 +318,10 @@ class OutboxSender:
         cap = self.settings.security.max_auto_mails_per_hour
         if not row.automatic:
             return None
-        sent = conn.execute(
-            select(func.count(), func.min(OUTBOX.c.sent_at))
-            .where(OUTBOX.c.to_addr == row.to_addr)
-            .where(OUTBOX.c.automatic.is_(True))
-            .where(OUTBOX.c.status.in_((OutboxStatus.sent.value, OutboxStatus.bounced.value)))
-            .where(OUTBOX.c.sent_at > now - HOUR)
-        ).one()
-        if sent[0] < cap:
+        sent, first = outbox.automatic_mails_sent_to(conn, row.to_addr, now - HOUR)
+        if sent < cap:
             return None
-        oldest = as_utc(sent[1]) if sent[1] is not None else now
+        oldest = as_utc(first) if first is not None else now
         return max(oldest + HOUR, now + dt.timedelta(seconds=1))
 
     def _desk_capped_until(self, conn: Connection, row: OutboxRow, now: dt.datetime) -> dt.datetime | None:

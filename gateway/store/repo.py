@@ -114,6 +114,13 @@ _ACCOUNTS_BY_ID = select(*_ACCOUNT_COLS).where(ACCOUNT.c.id.in_(_in("ids"))).ord
 _INSERT_ACCOUNT = insert(ACCOUNT).returning(ACCOUNT.c.id)
 _KNOWN_EMAILS = select(ACCOUNT.c.email).where(ACCOUNT.c.email.in_(bindparam("b_emails", expanding=True)))
 _SET_ACCOUNT_NAME = update(ACCOUNT).where(ACCOUNT.c.id == bindparam("b_id"))
+# SET name, password_hash and state come with the parameters.
+_ACTIVATE_ACCOUNT = (
+    update(ACCOUNT)
+    .where(ACCOUNT.c.id == bindparam("b_id"))
+    .where(ACCOUNT.c.state == "unverified")
+    .returning(ACCOUNT.c.email)
+)
 _ORG_BY_ID = select(*_ORG_COLS).where(ORG.c.id == bindparam("b_id"))
 _ORG_BY_DOMAIN = (
     select(*_ORG_COLS)
@@ -253,6 +260,15 @@ def known_emails(conn: Connection, emails: Sequence[str]) -> set[str]:
 
 def set_account_name(conn: Connection, account_id: int, name: str) -> None:
     conn.execute(_SET_ACCOUNT_NAME, {"b_id": account_id, "name": name})
+
+
+def activate_account(conn: Connection, account_id: int, name: str, password_hash: str) -> str | None:
+    """An ``unverified`` account becomes ``active`` with its name and
+    password; returns its address, or None (and changes nothing) when it is
+    not unverified: active already through another link, or disabled."""
+    params = {"b_id": account_id, "name": name, "password_hash": password_hash, "state": "active"}
+    email = conn.execute(_ACTIVATE_ACCOUNT, params).scalar_one_or_none()
+    return None if email is None else str(email)
 
 
 def org_by_id(conn: Connection, org_id: int) -> OrgRow | None:
