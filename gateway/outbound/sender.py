@@ -50,7 +50,7 @@ from gateway.store.models import as_utc, utcnow
 from gateway.store.outbox import OutboxRow
 
 if TYPE_CHECKING:
-    from gateway.app import App
+    from gateway.services import Services
 
 log = logging.getLogger("gateway.outbound")
 
@@ -428,7 +428,7 @@ class OutboxSender:
 # -- entry points ------------------------------------------------------------------
 
 
-async def _flush(app: App, now: dt.datetime | None) -> collections.Counter[str]:
+async def _flush(app: Services, now: dt.datetime | None) -> collections.Counter[str]:
     sender = OutboxSender(app.settings, app.engine, now=now)
     try:
         return await sender.run_once()
@@ -436,14 +436,14 @@ async def _flush(app: App, now: dt.datetime | None) -> collections.Counter[str]:
         await sender.close()
 
 
-def flush_outbox(app: App, now: dt.datetime | None = None) -> dict[str, int]:
+def flush_outbox(app: Services, now: dt.datetime | None = None) -> dict[str, int]:
     """Send every due outbox row once (``gateway outbox flush``, tests);
     returns counts by outcome (sent, retrying, failed, deferred, skipped)."""
     return dict(asyncio.run(_flush(app, now)))
 
 
 async def run_sender(
-    app: App, stop_event: asyncio.Event, yield_to: Callable[[], Awaitable[None]] | None = None
+    app: Services, stop_event: asyncio.Event, yield_to: Callable[[], Awaitable[None]] | None = None
 ) -> None:
     """The daemon's outbox loop: send what is due, sleep
     ``outbound.poll_seconds`` (or until stopped), repeat. Database or relay

@@ -24,10 +24,10 @@ from typing import Any
 from sqlalchemy import Connection, Integer, bindparam, func, or_, select, update
 
 from gateway.domain import OutboxStatus
-from gateway.store.repo import ACCOUNT, COMMENT, MAIL, MESSAGE_REF, OUTBOX, TICKET
+from gateway.store.repo import ACCOUNT, COMMENT, DUE_STATUSES, MAIL, MESSAGE_REF, OUTBOX, TICKET
 
-# Rows the sender may claim; every other status is final (or an operator's).
-DUE = (OutboxStatus.queued.value, OutboxStatus.retrying.value)
+# Rows the sender may claim (repo.DUE_STATUSES); every other status is final (or an operator's).
+DUE = DUE_STATUSES
 # Mails that count against a recipient's hourly cap: they left the desk.
 _WENT_OUT = (OutboxStatus.sent.value, OutboxStatus.bounced.value)
 

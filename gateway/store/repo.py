@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, case, func, insert, or_, select, update
 
 from gateway import verp
-from gateway.domain import MailStatus
+from gateway.domain import MailStatus, OutboxStatus
 from gateway.store.db import dialect_insert
 from gateway.store.models import (
     Account,
@@ -127,7 +127,7 @@ _ORG_BY_DOMAIN = (
     .join(ORG_DOMAIN, ORG_DOMAIN.c.organization_id == ORG.c.id)
     .where(ORG_DOMAIN.c.domain == bindparam("domain"))
 )
-DUE_STATUSES = ["queued", "retrying"]
+DUE_STATUSES = (str(OutboxStatus.queued), str(OutboxStatus.retrying))  # the sender may claim these
 _UNVERIFIED_SENT = (
     select(func.count(), func.min(OUTBOX.c.sent_at))
     .select_from(OUTBOX.outerjoin(ACCOUNT, ACCOUNT.c.email == OUTBOX.c.to_addr))
@@ -296,7 +296,8 @@ def unverified_mails_sent_since(conn: Connection, since: dt.datetime) -> tuple[i
 
 def backscatter_counts(conn: Connection) -> dict[str, int]:
     """Rows waiting for the desk-wide cap, and rows it dropped."""
-    waiting = conn.execute(_BACKSCATTER_COUNT, {"b_error": BACKSCATTER_DEFERRED, "b_status": DUE_STATUSES})
+    due = list(DUE_STATUSES)
+    waiting = conn.execute(_BACKSCATTER_COUNT, {"b_error": BACKSCATTER_DEFERRED, "b_status": due})
     dropped = conn.execute(_BACKSCATTER_COUNT, {"b_error": BACKSCATTER_DROPPED, "b_status": ["failed"]})
     return {"waiting": int(waiting.scalar_one()), "dropped": int(dropped.scalar_one())}
 
