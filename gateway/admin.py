@@ -2,7 +2,9 @@
 ``org add-member`` and ``outbox retry`` (ticket changes are desk operations:
 ``gateway.desk.operations``). Each takes
 the caller's session (opened with ``store.db.transaction``) and raises
-``AdminError`` for a refusal or ``views.NotFound`` for an unknown name."""
+``AdminError`` for a refusal or ``store.read.NotFound`` for an unknown name.
+This module decides what is allowed; the store reads and writes
+(``store.orgs``, ``store.outbox_retry``)."""
 
 from __future__ import annotations
 
@@ -10,12 +12,13 @@ import re
 from collections.abc import Iterable
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
-from gateway.domain import AccountState, OutboxStatus, Refused, normalize_address
+from gateway.domain import OutboxStatus, Refused, normalize_address
 from gateway.settings import FREE_MAIL_DOMAINS
-from gateway.store.models import Account, Organization, OrganizationDomain, OutboundMail, utcnow
-from gateway.views import NotFound, find_org, get_org
+from gateway.store import orgs, outbox_retry
+from gateway.store.models import Account, Organization, OutboundMail
+from gateway.store.read import NotFound, find_org, get_org
 
 _DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$")
 _EMAIL_RE = re.compile(r"^[^@\s<>()\[\],;:\"]+@[^@\s<>()\[\],;:\"]+$")
@@ -54,25 +57,14 @@ def create_org(
         if domain in FREE_MAIL_DOMAINS:
             raise AdminError(f"{domain} is a free-mail domain and cannot belong to an organization")
     if wanted:
-        taken = session.exec(
-            select(OrganizationDomain.domain, Organization.name)
-            .join(Organization, col(Organization.id) == col(OrganizationDomain.organization_id))
-            .where(col(OrganizationDomain.domain).in_(wanted))
-        ).first()
+        taken = orgs.domain_owner(session, wanted)
         if taken is not None:
             raise AdminError(f"domain {taken[0]} already belongs to organization {taken[1]!r}")
-    org = Organization(name=name, share_by_default=share_by_default)
-    session.add(org)
     try:
-        session.flush()
-        assert org.id is not None
-        for domain in wanted:
-            session.add(OrganizationDomain(domain=domain, organization_id=org.id))
-        session.flush()
+        return orgs.insert_org(session, name, wanted, share_by_default)
     except IntegrityError:
         # Another operator won a race for the name or a domain.
         raise AdminError(f"organization {name!r} or one of its domains already exists") from None
-    return org
 
 
 def add_member(session: Session, org_name: str, email: str) -> tuple[Account, bool]:
@@ -82,23 +74,16 @@ def add_member(session: Session, org_name: str, email: str) -> tuple[Account, bo
     address = normalize_address(email)
     if not _EMAIL_RE.match(address):
         raise AdminError(f"not an e-mail address: {email!r}")
-    account = session.exec(select(Account).where(Account.email == address)).first()
-    created = account is None
-    if account is None:
-        account = Account(email=address, state=AccountState.unverified.value)
-    account.organization_id = org.id
-    session.add(account)
     try:
-        session.flush()
+        return orgs.add_member(session, org, address)
     except IntegrityError:
         raise AdminError(f"account {address} was created concurrently; try again") from None
-    return account, created
 
 
 def retry_outbox(session: Session, outbound_id: int) -> OutboundMail:
     """Queue an outbound mail for an immediate new attempt, keeping its
     attempt count. A mail already sent is not sent twice."""
-    out = session.get(OutboundMail, outbound_id, with_for_update=True)
+    out = outbox_retry.outbound_for_update(session, outbound_id)
     if out is None:
         raise NotFound(f"outbound mail {outbound_id} not found")
     if out.status == OutboxStatus.sent.value:
@@ -106,8 +91,5 @@ def retry_outbox(session: Session, outbound_id: int) -> OutboundMail:
     if out.status == OutboxStatus.bounced.value:
         # The recipient's server said the address does not take mail.
         raise AdminError(f"outbound mail {outbound_id} bounced; it is not sent again")
-    out.status = OutboxStatus.queued.value
-    out.next_attempt_at = utcnow()
-    session.add(out)
-    session.flush()
+    outbox_retry.requeue(session, out)
     return out

@@ -117,7 +117,7 @@ class App:
         from gateway.desk.operations import Actor, Desk
         from gateway.store import repo
         from gateway.store.db import connection
-        from gateway.views import NotFound, normalize_ticket_key
+        from gateway.store.read import NotFound, normalize_ticket_key
 
         self.ensure_schema()
         with connection(self.engine) as conn:
@@ -137,7 +137,7 @@ class App:
         mailed to the ticket's people."""
         from gateway.pipeline.identify import create_account
         from gateway.store import repo
-        from gateway.views import NotFound
+        from gateway.store.read import NotFound
 
         address = normalize_address(email)
         account = repo.account_by_email(conn, address)

@@ -16,10 +16,10 @@ import traceback
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from gateway import views
 from gateway.domain import Refused, TemporaryFailure
 from gateway.exits import EX_FAIL, EX_OK, EX_SOFTWARE, EX_TEMPFAIL, EX_USAGE, CommandError, error
 from gateway.settings import ConfigError, load_settings
+from gateway.store import read
 from gateway.store.db import is_transient, reading, transaction
 
 if TYPE_CHECKING:
@@ -110,7 +110,7 @@ def _since(iso: str | None, now: dt.datetime) -> str:
 def cmd_status(app: App, args: argparse.Namespace) -> int:
     now = dt.datetime.now(dt.UTC)
     with reading(app.engine) as session:
-        st = views.status_json(session, now)
+        st = read.status_json(session, now)
     if args.json:
         _print_json(st)
         return EX_OK
@@ -179,7 +179,7 @@ def cmd_org_add_member(app: App, args: argparse.Namespace) -> int:
 
 def cmd_org_list(app: App, args: argparse.Namespace) -> int:
     with reading(app.engine) as session:
-        orgs = views.org_list(session)
+        orgs = read.org_list(session)
     if args.json:
         _print_json(orgs)
     else:
@@ -192,7 +192,7 @@ def cmd_org_list(app: App, args: argparse.Namespace) -> int:
 
 def cmd_account_list(app: App, args: argparse.Namespace) -> int:
     with reading(app.engine) as session:
-        accounts = views.account_list(session)
+        accounts = read.account_list(session)
     if args.json:
         _print_json(accounts)
     else:
@@ -209,7 +209,7 @@ def cmd_account_list(app: App, args: argparse.Namespace) -> int:
 
 def cmd_account_show(app: App, args: argparse.Namespace) -> int:
     with reading(app.engine) as session:
-        account = views.account_show(session, args.email)
+        account = read.account_show(session, args.email)
     if args.json:
         _print_json(account)
     else:
@@ -222,7 +222,7 @@ def cmd_account_show(app: App, args: argparse.Namespace) -> int:
 
 def cmd_ticket_list(app: App, args: argparse.Namespace) -> int:
     with reading(app.engine) as session:
-        tickets = views.ticket_list(session, args.status, args.org, args.reporter)
+        tickets = read.ticket_list(session, status=args.status, org=args.org, reporter=args.reporter)
     if args.json:
         _print_json(tickets)
     else:
@@ -239,7 +239,7 @@ def cmd_ticket_list(app: App, args: argparse.Namespace) -> int:
 
 def cmd_ticket_show(app: App, args: argparse.Namespace) -> int:
     with reading(app.engine) as session:
-        data = views.ticket_json(session, views.get_ticket(session, args.key))
+        data = read.ticket_json(session, read.get_ticket(session, args.key))
     if args.json:
         _print_json(data)
         return EX_OK
@@ -282,7 +282,7 @@ def cmd_ticket_comment(app: App, args: argparse.Namespace) -> int:
     if not body.strip():
         raise CommandError("empty comment: nothing to add")
     with reading(app.engine) as session:
-        key = views.get_ticket(session, args.key).key
+        key = read.get_ticket(session, args.key).key
     comment_id = app.comment(key, args.as_email, body, args.internal)
     kind = "internal comment" if args.internal else "comment"
     print(f"added {kind} {comment_id} to {key}")
@@ -372,7 +372,7 @@ def cmd_ticket_unshare(app: App, args: argparse.Namespace) -> int:
 
 def cmd_mail_list(app: App, args: argparse.Namespace) -> int:
     with reading(app.engine) as session:
-        mails = views.mail_list(session, args.status)
+        mails = read.mail_list(session, status=args.status)
     if args.json:
         _print_json(mails)
     else:
@@ -390,9 +390,9 @@ def cmd_mail_list(app: App, args: argparse.Namespace) -> int:
 def cmd_mail_show(app: App, args: argparse.Namespace) -> int:
 
     with reading(app.engine) as session:
-        mail = views.get_mail(session, args.id)
+        mail = read.get_mail(session, args.id)
         if not args.raw:
-            data = views.mail_detail(session, mail)
+            data = read.mail_detail(session, mail)
     if args.raw:
         try:
             raw = app.spool.read_raw(args.id)  # queued: still in its row
@@ -411,9 +411,9 @@ def cmd_mail_show(app: App, args: argparse.Namespace) -> int:
 def cmd_mail_reprocess(app: App, args: argparse.Namespace) -> int:
     ids = list(dict.fromkeys(args.ids))
     with reading(app.engine) as session:
-        missing = views.missing_mail_ids(session, ids)
+        missing = read.missing_mail_ids(session, ids)
     if missing:
-        raise views.NotFound("mail not found: " + ", ".join(str(i) for i in missing))
+        raise read.NotFound("mail not found: " + ", ".join(str(i) for i in missing))
     results = app.reprocess(ids)
     if args.json:
         _print_json([{"id": i, "disposition": d} for i, d in results])
@@ -424,7 +424,7 @@ def cmd_mail_reprocess(app: App, args: argparse.Namespace) -> int:
 
 def cmd_outbox_list(app: App, args: argparse.Namespace) -> int:
     with reading(app.engine) as session:
-        items = views.outbox_list(session, args.status)
+        items = read.outbox_list(session, status=args.status)
     if args.json:
         _print_json(items)
     else:
@@ -464,7 +464,7 @@ def cmd_account_unbounce(app: App, args: argparse.Namespace) -> int:
 
     email = normalize_address(args.email)
     with transaction(app.engine) as session:
-        views.get_account(session, email)  # NotFound (exit 1) for an unknown address
+        read.get_account(session, email)  # NotFound (exit 1) for an unknown address
         cleared = repo.clear_bounce(session.connection(), email)
     state = "no longer marked bounced; it gets mail again" if cleared else "was not marked bounced"
     print(f"{email}: {state}")
@@ -564,7 +564,7 @@ def run(args: argparse.Namespace) -> int:
     except (KeyError, IndexError) as exc:
         return _internal_error(exc)
     except (LookupError, Refused) as exc:
-        # views.NotFound, or a LookupError from App naming what is missing
+        # read.NotFound, or a LookupError from App naming what is missing
         error(str(exc))
         return EX_FAIL
     except CommandError as exc:

@@ -35,13 +35,14 @@ from typing import TYPE_CHECKING, Any
 
 # Imported here, not where they are used: an import inside the running
 # loop blocks it for tens of milliseconds (jinja2, aiosmtplib, apscheduler).
-from gateway import jobs, logging_setup, views
+from gateway import jobs, logging_setup
 from gateway.domain import TemporaryFailure
 from gateway.ingress.smtp import Listener, listener_config
 from gateway.metrics import Metrics
 from gateway.outbound.sender import run_sender
 from gateway.sdnotify import Notifier
 from gateway.settings import Settings, load_settings
+from gateway.store import read
 from gateway.store.db import reading
 from gateway.store.spool import Spool
 
@@ -357,7 +358,7 @@ class Daemon:
 
     def _status_text(self) -> str:
         with reading(self.app.engine) as session:
-            st = views.status_json(session)
+            st = read.status_json(session)
         spool, outbox = st["spool"], st["outbox"]
         oldest = spool["oldest_queued_age_seconds"]
         return (

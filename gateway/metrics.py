@@ -31,7 +31,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine
 
-from gateway import views
+from gateway.store import read
 from gateway.store.db import reading
 
 log = logging.getLogger("gateway.metrics")
@@ -59,7 +59,7 @@ class DatabaseCollector(Collector):
         up = GaugeMetricFamily("gateway_database_up", "1 when the status query succeeded")
         try:
             with reading(self.engine) as session:
-                status = views.status_json(session)
+                status = read.status_json(session)
         except Exception as exc:  # noqa: BLE001 - a scrape reports, it does not crash
             log.warning("metrics: status query failed: %s", type(exc).__name__)
             up.add_metric([], 0)

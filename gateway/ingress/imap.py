@@ -2,8 +2,9 @@
 mail with aioimaplib, commits it to the spool, and only then flags it
 ``\\Seen`` and moves it to the processed folder.
 
-Exactly once. The poller keeps a cursor per mailbox (``imap_cursor``: the
-folder's UIDVALIDITY and the highest UID committed to the spool) and writes
+Exactly once. The poller keeps a cursor per mailbox (``imap_cursor``, in
+``store.imap_cursors``: the folder's UIDVALIDITY and the highest UID
+committed to the spool) and writes
 it in the *same transaction* as the spool rows. A crash after that commit
 but before the move leaves the message in the folder with a UID at or below
 the cursor: the next poll only finishes it (flag + move), it does not spool
@@ -43,17 +44,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aioimaplib
-from sqlalchemy import Connection, Engine, select, update
 
 from gateway.domain import TemporaryFailure
 from gateway.settings import ImapSettings
-from gateway.store.db import connection, dialect_insert, read_connection
-from gateway.store.models import ImapCursor, utcnow
+from gateway.store.imap_cursors import load_cursor, record_status, write_cursor
+from gateway.store.models import utcnow
 from gateway.store.spool import Spool, SpoolItem
 
 log = logging.getLogger("gateway.imap")
-
-CURSOR = ImapCursor.__table__  # type: ignore[attr-defined]
 
 # aioimaplib parses a response recursively, one stack frame per line, and
 # dies with RecursionError (the transport closes) near 1,000 lines in one
@@ -84,36 +82,6 @@ class ConnectionLost(ImapError):
 
 class ImapTimeout(ImapError):
     """A command got no complete answer in time."""
-
-
-# -- the cursor (runs in threads) -----------------------------------------
-
-
-def load_cursor(engine: Engine, key: str) -> tuple[int, int] | None:
-    """(uidvalidity, last_uid) of a mailbox, or None before its first poll."""
-    with read_connection(engine) as conn:
-        row = conn.execute(
-            select(CURSOR.c.uidvalidity, CURSOR.c.last_uid).where(CURSOR.c.mailbox == key)
-        ).first()
-    return (int(row[0]), int(row[1])) if row else None
-
-
-def write_cursor(conn: Connection, key: str, values: dict[str, Any]) -> None:
-    """Insert or update the cursor row of ``key`` with ``values``."""
-    dialect = conn.dialect.name
-    if dialect in ("postgresql", "sqlite"):
-        ins = dialect_insert(dialect, CURSOR)
-        conn.execute(
-            ins.values(mailbox=key, **values).on_conflict_do_update(index_elements=["mailbox"], set_=values)
-        )
-        return
-    if not conn.execute(update(CURSOR).where(CURSOR.c.mailbox == key).values(**values)).rowcount:
-        conn.execute(CURSOR.insert().values(mailbox=key, **values))
-
-
-def record_status(engine: Engine, key: str, values: dict[str, Any]) -> None:
-    with connection(engine) as conn:
-        write_cursor(conn, key, values)
 
 
 # -- helpers ---------------------------------------------------------------

@@ -415,8 +415,8 @@ def test_automatic_mail_to_unverified_addresses_is_capped_desk_wide(
     out in order; what waits a day is dropped, logged and counted."""
     import datetime as dt
 
-    from gateway import views
     from gateway.outbound.sender import flush_outbox
+    from gateway.store import read
     from gateway.store.db import reading
     from gateway.store.models import utcnow
 
@@ -441,10 +441,10 @@ def test_automatic_mail_to_unverified_addresses_is_capped_desk_wide(
     later = now + dt.timedelta(minutes=62)
     assert flush_outbox(desk, now=later) == {"deferred": 4}
     with reading(desk.engine) as session:
-        assert views.status_json(session)["outbox_unverified_capped"] == {"waiting": 4, "dropped": 0}
+        assert read.status_json(session)["outbox_unverified_capped"] == {"waiting": 4, "dropped": 0}
     assert flush_outbox(desk, now=later + dt.timedelta(hours=25)) == {"failed": 4}
     with reading(desk.engine) as session:
-        assert views.status_json(session)["outbox_unverified_capped"] == {"waiting": 0, "dropped": 4}
+        assert read.status_json(session)["outbox_unverified_capped"] == {"waiting": 0, "dropped": 4}
     assert "dropped: not sent: desk-wide hourly limit for unverified addresses" in caplog.text
 
 

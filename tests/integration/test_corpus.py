@@ -23,7 +23,7 @@ from sqlmodel import Session
 
 from gateway.app import App
 from gateway.store.models import Account, InboundMail, Organization, OrganizationDomain, OutboundMail, Ticket
-from gateway.views import mail_list
+from gateway.store.read import mail_list
 from tests.corpus.generate import write_corpus
 from tests.corpus.people import DOMAINS
 from tests.corpus.score import score

@@ -22,9 +22,9 @@ from privileges import require_root, require_tool
 from sqlalchemy import func, select
 
 from gateway.app import App
-from gateway.ingress import imap as imap_mod
-from gateway.ingress.imap import Poller, load_cursor, modified_utf7, parse_bodies, uid_set
+from gateway.ingress.imap import Poller, modified_utf7, parse_bodies, uid_set
 from gateway.settings import ImapSettings
+from gateway.store.imap_cursors import load_cursor, record_status
 from gateway.store.models import ImapCursor
 from gateway.store.repo import MAIL, TICKET
 from gateway.store.spool import Spool
@@ -642,8 +642,8 @@ def test_loop_is_not_blocked_by_a_poll(app: App, dovecot: Dovecot) -> None:
 
 def test_cursor_helpers_roundtrip(app: App) -> None:
     assert load_cursor(app.engine, "x@y:1/INBOX") is None
-    imap_mod.record_status(app.engine, "x@y:1/INBOX", {"uidvalidity": 7, "last_uid": 3})
-    imap_mod.record_status(app.engine, "x@y:1/INBOX", {"last_uid": 5})
+    record_status(app.engine, "x@y:1/INBOX", {"uidvalidity": 7, "last_uid": 3})
+    record_status(app.engine, "x@y:1/INBOX", {"last_uid": 5})
     assert load_cursor(app.engine, "x@y:1/INBOX") == (7, 5)
 
 

@@ -251,7 +251,7 @@ def test_human_formatter_under_journald(tmp_path: Path) -> None:
 
 
 def test_status_view_and_command(app: App, tmp_path: Path) -> None:
-    from gateway import views
+    from gateway.store import read
     from gateway.store.db import reading
 
     old = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=10)
@@ -266,7 +266,7 @@ def test_status_view_and_command(app: App, tmp_path: Path) -> None:
                          last_error="timeout", last_error_at=old))
         s.commit()
     with reading(app.engine) as s:
-        st = views.status_json(s)
+        st = read.status_json(s)
     assert st["spool"]["depth"] == 3 and st["spool"]["queued"] == 2 and st["spool"]["processing"] == 1
     assert 590 < st["spool"]["oldest_queued_age_seconds"] < 700
     assert st["quarantined"] == 1

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
-from gateway import cli, commands, views
+from gateway import cli, commands
 from gateway.app import App
 from gateway.domain import TemporaryFailure
+from gateway.store import read
 from gateway.store.db import reading, transaction
 from gateway.store.models import (
     Account,
@@ -237,9 +238,9 @@ def test_ticket_transition(app: App, config: str, seed: Seed, capsys: pytest.Cap
     assert code == 0
     assert out == "SD-12: waiting_for_support -> resolved\n"
     with reading(app.engine) as s:
-        ticket = views.get_ticket(s, "SD-12")
+        ticket = read.get_ticket(s, "SD-12")
         assert ticket.status == "resolved"
-        assert views.iso(ticket.updated_at) != "2026-11-27T10:30:00+00:00"
+        assert read.iso(ticket.updated_at) != "2026-11-27T10:30:00+00:00"
     code, _, err = run(capsys, "--config", config, "ticket", "transition", "SD-12", "done")
     assert code == 2 and "invalid choice" in err
     assert_one_line(err)
@@ -440,7 +441,7 @@ def test_internal_and_temporary_errors(config: str, seed: Seed, capsys: pytest.C
     def boom(*args: object, **kwargs: object) -> None:
         raise ValueError("secret internal detail /srv/path")
 
-    monkeypatch.setattr(views, "ticket_list", boom)
+    monkeypatch.setattr(read, "ticket_list", boom)
     code, out, err = run(capsys, "--config", config, "ticket", "list")
     assert code == 70 and out == ""
     assert err == "gateway: internal error: ValueError\n"
@@ -452,7 +453,7 @@ def test_internal_and_temporary_errors(config: str, seed: Seed, capsys: pytest.C
     def busy(*args: object, **kwargs: object) -> None:
         raise TemporaryFailure("database is busy")
 
-    monkeypatch.setattr(views, "ticket_list", busy)
+    monkeypatch.setattr(read, "ticket_list", busy)
     code, _, err = run(capsys, "--config", config, "ticket", "list")
     assert code == 75 and err == "gateway: temporary failure: database is busy\n"
 

@@ -1,7 +1,10 @@
-"""Read side of the operator surface: the queries behind the ``list`` and
-``show`` commands and their JSON shapes (SPEC §4). Free of argparse so tests
-and a later HTTP API can reuse them. List queries join or prefetch; none runs
-one query per row."""
+"""The read side: the queries behind the operator's ``list`` and ``show``
+commands, ``gateway status`` and the metrics, and their JSON shapes (SPEC
+§4). Free of argparse so tests and a later web portal or HTTP API can reuse
+them: each list takes its filters as explicit keyword arguments and returns
+plain dicts. Lookups by name raise ``NotFound``. List queries join or
+prefetch; none runs one query per row. Reads through the caller's ORM
+``Session`` (``store.db.reading``); writes live elsewhere in the store."""
 
 from __future__ import annotations
 
@@ -199,12 +202,14 @@ def ticket_history(session: Session, ticket: Ticket) -> list[JsonDict]:
 
 def ticket_list(
     session: Session,
+    *,
     status: str | None = None,
     org: str | None = None,
     reporter: str | None = None,
 ) -> list[JsonDict]:
-    """Tickets in key order, optionally filtered; unknown org or reporter
-    raise NotFound rather than silently listing nothing."""
+    """Tickets in key order, optionally filtered by status, organization
+    (a name, as ``find_org`` matches it) and reporter (an address); unknown
+    org or reporter raise NotFound rather than silently listing nothing."""
     stmt = (
         select(Ticket, Account.email, Organization.name)
         .join(Account, col(Account.id) == col(Ticket.reporter_id))
@@ -252,7 +257,8 @@ def mail_json(mail: InboundMail, ticket_key: str | None) -> JsonDict:
     }
 
 
-def mail_list(session: Session, status: str | None = None) -> list[JsonDict]:
+def mail_list(session: Session, *, status: str | None = None) -> list[JsonDict]:
+    """``mail list``: inbound mail in id order, optionally only one status."""
     stmt = (
         select(InboundMail, Ticket.key)
         .outerjoin(Ticket, col(Ticket.id) == col(InboundMail.ticket_id))
@@ -290,6 +296,7 @@ def mail_detail(session: Session, mail: InboundMail) -> JsonDict:
 
 
 def org_list(session: Session) -> list[JsonDict]:
+    """``org list``: organizations by name, with their domains and member count."""
     orgs = session.exec(select(Organization).order_by(col(Organization.name))).all()
     domains: dict[int, list[str]] = defaultdict(list)
     for dom in session.exec(select(OrganizationDomain)):
@@ -326,6 +333,7 @@ def _account_json(account: Account, org_name: str | None) -> JsonDict:
 
 
 def account_list(session: Session) -> list[JsonDict]:
+    """``account list``: accounts by address."""
     rows = session.exec(
         select(Account, Organization.name)
         .outerjoin(Organization, col(Organization.id) == col(Account.organization_id))
@@ -335,6 +343,7 @@ def account_list(session: Session) -> list[JsonDict]:
 
 
 def account_show(session: Session, email: str) -> JsonDict:
+    """``account show``: the list entry plus the keys of the tickets it reported."""
     account = get_account(session, email)
     org = session.get(Organization, account.organization_id) if account.organization_id else None
     data = _account_json(account, org.name if org else None)
@@ -349,7 +358,8 @@ def account_show(session: Session, email: str) -> JsonDict:
 # -- outbox -------------------------------------------------------------
 
 
-def outbox_list(session: Session, status: str | None = None) -> list[JsonDict]:
+def outbox_list(session: Session, *, status: str | None = None) -> list[JsonDict]:
+    """``outbox list``: outbound mail in id order, optionally only one status."""
     stmt = (
         select(OutboundMail, Ticket.key)
         .outerjoin(Ticket, col(Ticket.id) == col(OutboundMail.ticket_id))
