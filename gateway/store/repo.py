@@ -1,5 +1,5 @@
 """Data access for the pipeline's hot path, in SQLAlchemy Core on one
-``Connection``. The ORM is used for the schema and the read-side views; on
+``Connection``. The ORM is used for the schema and the read side (``read``); on
 the per-message path its unit of work cost more than the SQL itself
 (profiled: ~5 ms of Python per message vs ~1 ms here), and the benchmark
 target is hundreds of messages per second on two cores. Statements are
