@@ -108,6 +108,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         return sub.add_subparsers(dest=f"{name}_command", metavar="COMMAND", required=True)
 
     command(commands, "serve", "cmd_serve", "run the daemon until SIGTERM")
+    command(commands, "web", "cmd_web", "run the web portal alone until SIGTERM")
     p = command(commands, "ingest", "cmd_ingest", "spool and process mail from stdin, .eml, mbox or Maildir")
     p.add_argument("paths", nargs="*", metavar="PATH", help="files or folders; none or '-': stdin")
     p.add_argument("--recipient", metavar="ADDR", help="envelope recipient (picks the request type)")

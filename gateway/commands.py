@@ -85,6 +85,17 @@ def cmd_serve(app: App, args: argparse.Namespace) -> int:
     return serve(app, config_path=args.config)
 
 
+def cmd_web(app: App, args: argparse.Namespace) -> int:
+    """The portal alone, e.g. under a unit of its own (``gateway serve``
+    runs it too, unless ``[web] listen = ""``)."""
+    from gateway.web.server import run_alone
+
+    if not app.settings.web.listen:
+        raise CommandError("[web] listen is empty: nothing to serve", EX_USAGE)
+    app.ensure_schema()
+    return run_alone(app.settings)
+
+
 # --- ops: `gateway status` ------------------------------------------------
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import datetime as dt
 import gc
 import logging
@@ -36,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 # Imported here, not where they are used: an import inside the running
 # loop blocks it for tens of milliseconds (jinja2, aiosmtplib, apscheduler).
 from gateway import jobs, logging_setup
+from gateway.children import die_with
 from gateway.domain import TemporaryFailure
 from gateway.ingress.smtp import Listener, listener_config
 from gateway.metrics import Metrics
@@ -49,6 +49,7 @@ from gateway.store.spool import Spool
 if TYPE_CHECKING:
     from gateway.pipeline.runner import Runner
     from gateway.services import Services
+    from gateway.web.server import WebProcesses
 
 log = logging.getLogger("gateway.daemon")
 
@@ -72,22 +73,6 @@ _generation = 0  # the daemon's configuration generation this worker runs with (
 _latencies: list[float] = []  # measured since the last batch result
 
 
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
-
-
-def _die_with(daemon_pid: int) -> None:
-    """Have the kernel SIGKILL this worker when the daemon dies, however it
-    dies: after a SIGKILL or a crash of the daemon its pool workers lived
-    on, idle, each with its memory and database connections, until someone
-    killed them by hand. (Under systemd the unit's cgroup is killed anyway;
-    this is for every other way of running ``gateway serve``.) Their claimed
-    rows go back to the queue when the daemon starts again."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != daemon_pid:  # it died before prctl took effect
-        os._exit(1)
-
-
 def _init_worker(
     settings: Settings, make_runner: Callable[[Settings], Runner], daemon_pid: int | None = None
 ) -> None:
@@ -96,7 +81,7 @@ def _init_worker(
     daemon."""
     global _runner
     if daemon_pid is not None:
-        _die_with(daemon_pid)
+        die_with(daemon_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # reloads arrive with the next batch
@@ -164,6 +149,7 @@ class Daemon:
         self._ops_tasks: set[asyncio.Task[Any]] = set()
         # --- end ops
         self.spool = app.spool
+        self.web: WebProcesses | None = None  # the portal's processes, once started
         self.stopping = asyncio.Event()
         self.kick = asyncio.Event()  # set by the committer: new mail in the spool
         self.ready = asyncio.Event()  # set once the listener is bound
@@ -210,6 +196,7 @@ class Daemon:
             mode = "LMTP" if self.settings.smtp.lmtp else "SMTP"
             log.info("listening on %s:%s (%s)", host, port, mode)
             print(f"gateway: listening on {host}:{port}", file=sys.stderr, flush=True)
+            web_watch = await self._start_web()  # --- the portal, in processes of its own
             self.ready.set()
             await self._ops_ready(f"{host}:{port}")  # ops: metrics, READY=1, STATUS=
             workers = [
@@ -238,11 +225,15 @@ class Daemon:
             await self.listener.stop(SHUTDOWN_GRACE)
             self.kick.set()
             sweeper.cancel()
+            if web_watch is not None:
+                web_watch.cancel()
             await asyncio.gather(*workers, sweeper, sender, return_exceptions=True)
             log.info("stopped")
             return 0
         finally:
             await self._ops_stop()  # ops
+            if self.web is not None:
+                await asyncio.to_thread(self.web.stop)
             await asyncio.to_thread(self.pool.shutdown, True, cancel_futures=True)
             # Stopping is under way and cannot be hurried: a second SIGTERM
             # (an impatient operator, a test harness, `pkill`) must not kill
@@ -256,6 +247,33 @@ class Daemon:
                 for sig, handler in previous.items():
                     loop.remove_signal_handler(sig)
                     signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+
+    async def _start_web(self) -> asyncio.Task[None] | None:
+        """The portal's processes on ``[web] listen`` and a task that starts
+        again the ones that die. A listen address that cannot be bound is
+        an error in the log, not a reason to stop taking mail."""
+        listen = self.settings.web.listen
+        if not listen:
+            return None
+        from gateway.web.server import WebProcesses
+
+        web = WebProcesses(self.settings)
+        try:
+            await asyncio.to_thread(web.start)
+        except OSError as exc:
+            log.error("web: cannot listen on %s: %s; the portal is not running", listen, exc.strerror or exc)
+            return None
+        self.web = web
+        host, port = web.address
+        log.info("web: listening on %s:%s (%s processes)", host, port, len(web.procs))
+        print(f"gateway: web listening on {host}:{port}", file=sys.stderr, flush=True)
+
+        async def watch() -> None:
+            while True:
+                await asyncio.sleep(1.0)
+                web.check()
+
+        return asyncio.create_task(watch(), name="web-watch")
 
     async def _start_workers(self) -> None:
         """Start the worker processes before listening: spawning them imports

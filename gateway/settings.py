@@ -82,6 +82,8 @@ class DatabaseSettings(_Section):
 
 class StorageSettings(_Section):
     blobs: str = "var/blobs"  # a directory, or "database"
+    # Files the gateway keeps for itself (the generated secret key).
+    state_dir: str = "var"
     # Messages up to this size wait in the spool inside their database row
     # (one commit for a whole batch); larger ones go to the blob store at
     # once. 0: always the blob store.
@@ -175,6 +177,10 @@ class SecuritySettings(_Section):
     max_unverified_mails_per_hour: int = Field(default=100, ge=0)
     unverified_mail_max_wait_hours: int = Field(default=24, gt=0)
     signup_token_hours: int = Field(default=48, gt=0)  # lifetime of a signup link
+    reset_token_hours: int = Field(default=2, gt=0)  # lifetime of a password-reset link
+    # Sign-in, signup and reset requests per hour, per address and per client.
+    max_login_attempts_per_hour: int = Field(default=10, gt=0)
+    max_client_requests_per_hour: int = Field(default=60, gt=0)
 
 
 class LimitsSettings(_Section):
@@ -196,6 +202,22 @@ class WorkerSettings(_Section):
     claim_timeout_seconds: int = Field(default=600, gt=0)
 
 
+_LISTEN = r"^$|^(\[[0-9A-Fa-f:.]+\]|[^:\[\]]*):[0-9]{1,5}$"
+
+
+class WebSettings(_Section):
+    """The portal (SPEC §6): ``gateway serve`` runs it in worker processes of
+    its own; ``listen = ""`` leaves it to a separate ``gateway web``."""
+
+    listen: str = Field(default="127.0.0.1:8080", pattern=_LISTEN)
+    processes: int = Field(default=1, gt=0)  # uvicorn worker processes
+    # X-Forwarded-For / -Proto are believed only from these addresses.
+    trusted_proxies: tuple[str, ...] = ()
+    max_upload_size: int = Field(default=26_214_400, gt=0)  # bytes per request
+    session_hours: int = Field(default=12, gt=0)
+    color: str = Field(default="#004b87", pattern=r"^#[0-9a-fA-F]{6}$")  # the desk's colour
+
+
 # -- operations (logging, metrics) ---------------------------------------
 
 
@@ -211,7 +233,7 @@ class MetricsSettings(_Section):
     """Prometheus endpoint of ``gateway serve``; ``listen = ""`` disables it.
     It has no authentication: keep it on loopback (or behind a proxy)."""
 
-    listen: str = Field(default="127.0.0.1:9125", pattern=r"^$|^(\[[0-9A-Fa-f:.]+\]|[^:\[\]]*):[0-9]{1,5}$")
+    listen: str = Field(default="127.0.0.1:9125", pattern=_LISTEN)
 
 
 # -- end operations -------------------------------------------------------
@@ -242,6 +264,7 @@ class Settings(BaseSettings):
     workers: WorkerSettings = WorkerSettings()
     logging: LoggingSettings = LoggingSettings()
     metrics: MetricsSettings = MetricsSettings()
+    web: WebSettings = WebSettings()
 
     @field_validator("routing")
     @classmethod

@@ -24,12 +24,18 @@ from gateway.desk import notify
 from gateway.domain import AccountState, normalize_address
 from gateway.pipeline.identify import create_account
 from gateway.settings import Settings
-from gateway.store import outbox, repo, tokens
+from gateway.store import outbox, repo, tokens, web
 from gateway.store.db import connection
 from gateway.store.models import utcnow
+from gateway.store.repo import AccountRow
 
 PURPOSE_SIGNUP = "signup"
+PURPOSE_RESET = "password_reset"
 SIGNUP_TEMPLATES = ("signup_confirmation", "signup_invitation")
+# Mails about an account's access, and how often one of a kind may go to an address.
+ACCOUNT_EXISTS_TEMPLATES = ("account_exists",)
+RESET_TEMPLATES = ("password_reset",)
+RESET_REPEAT_INTERVAL = dt.timedelta(minutes=15)
 REPEAT_INTERVAL = dt.timedelta(days=1)
 MIN_PASSWORD = 10
 MAX_PASSWORD = 1024  # argon2 would hash megabytes; nobody types them
@@ -43,6 +49,11 @@ class SignupError(Exception):
 
 
 INVALID_LINK = "this signup link is invalid, already used or expired"
+
+
+def is_email(address: str) -> bool:
+    """A plausible, normalised e-mail address (local@domain.tld, no spaces)."""
+    return bool(_EMAIL_RE.match(address)) and len(address) <= 320
 
 
 def token_sha256(raw: str) -> str:
@@ -87,6 +98,10 @@ def signup_url(settings: Settings, raw: str) -> str:
     return f"{settings.desk.portal_url.rstrip('/')}/signup/{raw}"
 
 
+def reset_url(settings: Settings, raw: str) -> str:
+    return f"{settings.desk.portal_url.rstrip('/')}/password-reset/{raw}"
+
+
 def recent_signup_mail(conn: Connection, address: str, now: dt.datetime) -> bool:
     """Whether a confirmation or invitation went (or is going) to the address
     in the last day."""
@@ -105,12 +120,88 @@ def request_signup(engine: Engine, settings: Settings, email: str) -> None:
         account = repo.account_by_email(conn, address)
         if account is None:
             account = create_account(conn, address, "", settings.desk.default_locale, settings)
+        now = utcnow()
+        if account.state == AccountState.active:
+            # Someone (perhaps its owner) asks again: point to sign-in and
+            # the password reset, at most once a day.
+            if outbox.mails_to_since(conn, address, ACCOUNT_EXISTS_TEMPLATES, now - REPEAT_INTERVAL) == 0:
+                notify.queue(conn, settings, account, "account_exists", None, {})
+            return
         if account.state != AccountState.unverified:
             return
-        now = utcnow()
         if recent_signup_mail(conn, address, now):
             return
         notify.queue(conn, settings, account, "signup_confirmation", None, {})
+
+
+def request_password_reset(engine: Engine, settings: Settings, email: str) -> None:
+    """Queue a ``password_reset`` link for an active account (one per
+    quarter hour); an address that never completed its signup gets the
+    signup confirmation instead; any other address nothing. Says nothing
+    either way, like ``request_signup``."""
+    address = normalize_address(email)
+    if not _EMAIL_RE.match(address) or len(address) > 320:
+        return
+    with connection(engine) as conn:
+        account = repo.account_by_email(conn, address)
+        if account is None:
+            return
+        now = utcnow()
+        if account.state == AccountState.active:
+            if outbox.mails_to_since(conn, address, RESET_TEMPLATES, now - RESET_REPEAT_INTERVAL) == 0:
+                notify.queue(conn, settings, account, "password_reset", None, {})
+        elif account.state == AccountState.unverified and not recent_signup_mail(conn, address, now):
+            notify.queue(conn, settings, account, "signup_confirmation", None, {})
+
+
+def token_account(engine: Engine, raw_token: str, purpose: str) -> int | None:
+    """The account a link's token is for while it is still good (unused,
+    unexpired), without spending it."""
+    token = raw_token.strip()
+    if not token or len(token) > 200:
+        return None
+    with connection(engine) as conn:
+        return tokens.valid_token(conn, token_sha256(token), purpose, utcnow())
+
+
+def reset_password(engine: Engine, raw_token: str, password: str) -> int:
+    """Redeem a password-reset token: the account gets the new password, and
+    every session of it ends (whoever knew the old one is signed out).
+    Returns the account id. Raises SignupError."""
+    check_password(password)
+    token = raw_token.strip()
+    if not token or len(token) > 200:
+        raise SignupError(INVALID_LINK)
+    password_hash = hash_password(password)
+    now = utcnow()
+    with connection(engine) as conn:
+        account_id = redeem_token(conn, token, PURPOSE_RESET, now)
+        if account_id is None:
+            raise SignupError(INVALID_LINK)
+        account = repo.account_by_id(conn, account_id)
+        if account is None or account.state != AccountState.active:
+            raise SignupError(INVALID_LINK)
+        web.update_profile(conn, account_id, password_hash=password_hash)
+        web.end_account_sessions(conn, account_id)
+        tokens.use_account_tokens(conn, account_id, PURPOSE_RESET, now)
+        return account_id
+
+
+# A hash to verify against when an address has no password: sign-in takes
+# as long whether or not the account exists.
+_DUMMY_HASH = _HASHER.hash("no account has this password")
+
+
+def authenticate(engine: Engine, email: str, password: str) -> AccountRow | None:
+    """The active account with this address and password, or None."""
+    address = normalize_address(email)
+    with connection(engine) as conn:
+        account = repo.account_by_email(conn, address) if len(address) <= 320 else None
+        stored = web.password_hash(conn, account.id) if account is not None else None
+    ok = verify_password(stored or _DUMMY_HASH, password[:MAX_PASSWORD])
+    if not ok or account is None or stored is None or account.state != AccountState.active:
+        return None
+    return account
 
 
 def hash_password(password: str) -> str:

@@ -63,6 +63,7 @@ class GatewayProcess:
             "smtp": {"listen": f"127.0.0.1:{self.port}"},
             "outbound": {"maildir": str(state / "sent")},
             "metrics": {"listen": f"127.0.0.1:{self.metrics_port}"},
+            "web": {"listen": ""},  # the portal's own tests turn it on, on a port of their own
             "workers": {"parse_processes": 1},
         }
         for name, table in overrides.items():

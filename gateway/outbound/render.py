@@ -53,7 +53,7 @@ LOCALES = frozenset(MARKERS)
 AUTO_REPLIED = frozenset({"request_created", "signup_invitation"})
 TEMPLATES = frozenset(
     {"signup_confirmation", "signup_invitation", "request_created", "comment_added", "status_changed",
-     "ticket_shared"}
+     "ticket_shared", "account_exists", "password_reset"}
 )
 STATUS_EVENTS = frozenset({"resolved", "closed", "reopened"})
 
@@ -328,8 +328,8 @@ class Renderer:
     def render(self, ctx: MailContext, now: dt.datetime | None = None) -> EmailMessage:
         if ctx.template not in TEMPLATES:
             raise RenderError(f"unknown template {ctx.template!r}")
-        if ctx.template.startswith("signup_") and not ctx.signup_url:
-            raise RenderError(f"{ctx.template} without a signup link")
+        if (ctx.template.startswith("signup_") or ctx.template == "password_reset") and not ctx.signup_url:
+            raise RenderError(f"{ctx.template} without its link")
         settings = self.settings
         values = {
             "locale": ctx.locale,
@@ -343,8 +343,9 @@ class Renderer:
             "comment": ctx.comment,
             "author": ctx.author,
             "event": ctx.event,
-            "signup_url": ctx.signup_url,
+            "signup_url": ctx.signup_url,  # the mail's link (signup or password reset)
             "token_hours": settings.security.signup_token_hours,
+            "reset_hours": settings.security.reset_token_hours,
         }
         subject_t, text_t, html_t = template_names(ctx.template, ctx.locale)
         subject = clean_header_text(self.env.get_template(subject_t).render(values), 250)

@@ -43,7 +43,7 @@ from gateway import verp
 from gateway.domain import AccountState, OutboxStatus, is_desk_address
 from gateway.outbound.render import Renderer, RenderError, envelope_sender, load_context, new_message_id
 from gateway.settings import OutboundSettings, Settings
-from gateway.signup import PURPOSE_SIGNUP, discard_token, issue_token, signup_url
+from gateway.signup import PURPOSE_RESET, PURPOSE_SIGNUP, discard_token, issue_token, reset_url, signup_url
 from gateway.store import outbox, repo
 from gateway.store.db import connection
 from gateway.store.models import as_utc, utcnow
@@ -55,6 +55,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway.outbound")
 
 HOUR = dt.timedelta(hours=1)
+
+
+# Mails about an active account's access (they carry no ticket).
+ACCOUNT_MAILS = frozenset({"account_exists", "password_reset"})
 
 
 class TransientSendError(Exception):
@@ -309,7 +313,9 @@ class OutboxSender:
                 return "not sent: the recipient is disabled or a robot"
             if row.template == "signup_confirmation" and account.state != AccountState.unverified:
                 return "not sent: the account is already active"
-        elif row.template.startswith("signup_"):
+            if row.template in ACCOUNT_MAILS and account.state != AccountState.active:
+                return "not sent: the account is not active"
+        elif row.template.startswith("signup_") or row.template in ACCOUNT_MAILS:
             return "not sent: no account for a signup mail"
         return None
 
@@ -378,19 +384,22 @@ class OutboxSender:
         if row.template == "signup_invitation" and signed_up:
             # Signed up meanwhile: the plain acknowledgement is what fits now.
             row = dataclasses.replace(row, template="request_created")
-        token = None
+        token = link = None
         if row.template.startswith("signup_") and account is not None:
             lifetime = dt.timedelta(hours=self.settings.security.signup_token_hours)
             token = issue_token(conn, account.id, PURPOSE_SIGNUP, lifetime, now)
+            link = signup_url(self.settings, token)
+        elif row.template == "password_reset" and account is not None:
+            lifetime = dt.timedelta(hours=self.settings.security.reset_token_hours)
+            token = issue_token(conn, account.id, PURPOSE_RESET, lifetime, now)
+            link = reset_url(self.settings, token)
         message_id = row.message_id
         if message_id is None:
             # Kept across retries: a DSN or a reply names the first one.
             message_id = new_message_id(self.settings)
             if row.ticket_id is not None:
                 repo.remember_message_id(conn, message_id, row.ticket_id, direction="outbound")
-        ctx = load_context(
-            conn, self.settings, row, account, message_id, signup_url(self.settings, token) if token else None
-        )
+        ctx = load_context(conn, self.settings, row, account, message_id, link)
         msg = self.renderer.render(ctx, now)
         self._set(conn, row.id, attempt, message_id=message_id, subject=str(msg["Subject"])[:998])
         mail_from = verp.return_path(self.mail_from, row.id, message_id)

@@ -17,24 +17,25 @@ import gateway
 TEMPLATE_SUFFIXES = ("subject", "txt", "html")
 
 
-def template_dir() -> Path:
-    """The folder holding ``<name>.<locale>.<part>.j2``.
+def template_dir(kind: str = "mail") -> Path:
+    """The folder holding the templates of ``kind``: ``mail``
+    (``<name>.<locale>.<part>.j2``) or ``web`` (the portal's pages).
 
     The installed package is asked first: next to an installed ``gateway``
     the parent folder is site-packages, whose ``templates`` may belong to
     anyone."""
     try:
-        root = importlib.resources.files("gateway._templates") / "mail"
+        root = importlib.resources.files("gateway._templates") / kind
         if root.is_dir():
             # A wheel installs into a real directory; zipped installs are not
             # supported (the example config and migrations need files too).
             return Path(str(root))
     except ModuleNotFoundError:
         pass
-    checkout = Path(gateway.__file__).resolve().parent.parent / "templates" / "mail"
+    checkout = Path(gateway.__file__).resolve().parent.parent / "templates" / kind
     if checkout.is_dir():
         return checkout
-    raise FileNotFoundError("mail templates not found (neither gateway._templates nor ./templates/mail)")
+    raise FileNotFoundError(f"{kind} templates not found (neither gateway._templates nor ./templates/{kind})")
 
 
 def _autoescape(name: str | None) -> bool:

@@ -268,6 +268,32 @@ class SignupToken(SQLModel, table=True):
     used_at: dt.datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
 
 
+class WebSession(SQLModel, table=True):
+    """A signed-in browser. The cookie carries a random id; only its SHA-256
+    is stored (a copy of the table signs nobody in). In the database, not in
+    a process, so that several portal processes and instances share them."""
+
+    __tablename__ = "web_session"
+
+    id_sha256: str = Field(primary_key=True, max_length=64)
+    account_id: int = Field(foreign_key="account.id", index=True)
+    csrf_token: str = Field(max_length=64)
+    created_at: dt.datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    expires_at: dt.datetime = Field(sa_type=DateTime(timezone=True), index=True)
+
+
+class RateLimit(SQLModel, table=True):
+    """A counter per key (``login:<address>``, ``client:<ip>``) and hour
+    window: sign-in, signup and reset requests are limited across every
+    portal process."""
+
+    __tablename__ = "rate_limit"
+
+    key: str = Field(primary_key=True, max_length=200)
+    window_start: dt.datetime = Field(sa_type=DateTime(timezone=True))
+    count: int = 0
+
+
 class ImapCursor(SQLModel, table=True):
     """Where an IMAP poller is in one mailbox folder; written in the same
     transaction as the spool rows it fetched, so a crash never skips mail."""

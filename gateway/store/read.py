@@ -12,7 +12,7 @@ import datetime as dt
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import func, or_
 from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
@@ -236,6 +236,42 @@ def ticket_list(
             "updated_at": iso(ticket.updated_at),
         }
         for ticket, email, org_name in session.exec(stmt)
+    ]
+
+
+def tickets_visible_to(
+    session: Session, account_id: int, organization_id: int | None, *, limit: int = 20, offset: int = 0
+) -> list[JsonDict]:
+    """The tickets a customer may see (SPEC §3: reporter, participant, or
+    member of the organization a ticket is shared with), most recently
+    updated first: the portal's lists."""
+    visible = or_(
+        col(Ticket.reporter_id) == account_id,
+        col(Ticket.id).in_(
+            select(TicketParticipant.ticket_id).where(TicketParticipant.account_id == account_id)
+        ),
+    )
+    if organization_id is not None:
+        visible = or_(visible, col(Ticket.organization_id) == organization_id)
+    stmt = (
+        select(Ticket, Account.email)
+        .join(Account, col(Account.id) == col(Ticket.reporter_id))
+        .where(visible)
+        .options(defer(Ticket.description), defer(Ticket.fields))  # type: ignore[arg-type]
+        .order_by(col(Ticket.updated_at).desc(), col(Ticket.id).desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return [
+        {
+            "key": ticket.key,
+            "summary": ticket.summary,
+            "status": ticket.status,
+            "request_type": ticket.request_type,
+            "reporter": email,
+            "updated_at": iso(ticket.updated_at),
+        }
+        for ticket, email in session.exec(stmt)
     ]
 
 

@@ -84,7 +84,7 @@ class TicketRow:
     request_type: str
 
 
-_ACCOUNT_COLS = [ACCOUNT.c[f] for f in AccountRow.__dataclass_fields__]
+ACCOUNT_COLS = [ACCOUNT.c[f] for f in AccountRow.__dataclass_fields__]
 _TICKET_COLS = [TICKET.c[f] for f in TicketRow.__dataclass_fields__]
 
 
@@ -109,8 +109,8 @@ def _in(name: str) -> Any:
 _ORG_COLS = (ORG.c.id, ORG.c.name, ORG.c.share_by_default)
 
 # -- statements ---------------------------------------------------------------
-_ACCOUNT_BY_EMAIL = select(*_ACCOUNT_COLS).where(ACCOUNT.c.email == bindparam("email"))
-_ACCOUNTS_BY_ID = select(*_ACCOUNT_COLS).where(ACCOUNT.c.id.in_(_in("ids"))).order_by(ACCOUNT.c.id)
+_ACCOUNT_BY_EMAIL = select(*ACCOUNT_COLS).where(ACCOUNT.c.email == bindparam("email"))
+_ACCOUNTS_BY_ID = select(*ACCOUNT_COLS).where(ACCOUNT.c.id.in_(_in("ids"))).order_by(ACCOUNT.c.id)
 _INSERT_ACCOUNT = insert(ACCOUNT).returning(ACCOUNT.c.id)
 _KNOWN_EMAILS = select(ACCOUNT.c.email).where(ACCOUNT.c.email.in_(bindparam("b_emails", expanding=True)))
 _SET_ACCOUNT_NAME = update(ACCOUNT).where(ACCOUNT.c.id == bindparam("b_id"))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Connection, bindparam, insert, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from gateway.store.models import SignupToken
 
@@ -27,6 +27,13 @@ _USE_TOKEN = (
     .where(TOKEN.c.used_at.is_(None))
     .where(TOKEN.c.expires_at > bindparam("b_now"))
     .returning(TOKEN.c.account_id)
+)
+_VALID_TOKEN = (
+    select(TOKEN.c.account_id)
+    .where(TOKEN.c.token_sha256 == bindparam("b_sha"))
+    .where(TOKEN.c.purpose == bindparam("b_purpose"))
+    .where(TOKEN.c.used_at.is_(None))
+    .where(TOKEN.c.expires_at > bindparam("b_now"))
 )
 _USE_ACCOUNT_TOKENS = (
     update(TOKEN)
@@ -77,3 +84,10 @@ def use_account_tokens(conn: Connection, account_id: int, purpose: str, now: dt.
     """Mark every unused token of the account for ``purpose`` used (once
     one link has done its job, the others sent to the address are spent)."""
     conn.execute(_USE_ACCOUNT_TOKENS, {"b_account": account_id, "b_purpose": purpose, "used_at": now})
+
+
+def valid_token(conn: Connection, token_sha256: str, purpose: str, now: dt.datetime) -> int | None:
+    """The account of an unused, unexpired token, without using it (the
+    portal shows the form, or a page offering a new link)."""
+    value = conn.execute(_VALID_TOKEN, {"b_sha": token_sha256, "b_purpose": purpose, "b_now": now}).scalar()
+    return None if value is None else int(value)

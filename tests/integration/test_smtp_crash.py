@@ -43,6 +43,7 @@ class Server:
             GATEWAY__STORAGE__BLOBS=str(tmp_path / "blobs"),
             GATEWAY__OUTBOUND__MAILDIR=str(tmp_path / "sent"),
             GATEWAY__SMTP__LISTEN=f"127.0.0.1:{self.port}",
+            GATEWAY__WEB__LISTEN="",
         )
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0

@@ -1,0 +1,24 @@
+"""Child processes of the daemon (pipeline workers, portal workers): they
+die with it, however it dies."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with(daemon_pid: int) -> None:
+    """Have the kernel SIGKILL this worker when the daemon dies, however it
+    dies: after a SIGKILL or a crash of the daemon its pool workers lived
+    on, idle, each with its memory and database connections, until someone
+    killed them by hand. (Under systemd the unit's cgroup is killed anyway;
+    this is for every other way of running ``gateway serve``.) Their claimed
+    rows go back to the queue when the daemon starts again."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != daemon_pid:  # it died before prctl took effect
+        os._exit(1)

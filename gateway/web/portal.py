@@ -1,0 +1,235 @@
+"""The portal's frame: the Starlette application, what every request gets
+before its page (the signed-in account, the language, the CSRF token: a
+``View``), rendering pages in the user's language, cookies, rate limits and
+the product's own error pages (never a traceback).
+
+Pages are server-rendered jinja2 (``templates/web``, autoescaped), usable
+without JavaScript. Database work runs in Starlette's thread pool: the
+store is synchronous SQLAlchemy, like the rest of the gateway."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import jinja2
+from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from gateway.outbound.templates import template_dir
+from gateway.settings import Settings
+from gateway.store import web as store
+from gateway.store.db import connection
+from gateway.store.web import SignedIn
+from gateway.web.i18n import LOCALES, from_accept_language, translate
+from gateway.web.security import Csrf, client_address, forwarded_https, secret_key
+
+log = logging.getLogger("gateway.web")
+
+SESSION_COOKIE = "gw_session"
+LANG_COOKIE = "gw_lang"
+FLASH_COOKIE = "gw_flash"
+HOUR = dt.timedelta(hours=1)
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass
+class View:
+    """What one request's page needs: who (``user``), in which language,
+    the CSRF token its forms carry, and the cookies to set on the way out."""
+
+    request: Request
+    locale: str
+    user: SignedIn | None
+    csrf_token: str
+    client: str
+    flash: str | None = None
+    cookies: list[tuple[str, str, int | None]] = field(default_factory=list)  # name, value, max-age
+    clear: list[str] = field(default_factory=list)
+
+    def t(self, key: str, **values: object) -> str:
+        return translate(self.locale, key, **values)
+
+
+class Portal:
+    """The application's state: settings, the engine, templates, CSRF."""
+
+    def __init__(self, settings: Settings, engine: Engine) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.csrf = Csrf(secret_key(settings))
+        self.secure_cookies = settings.desk.portal_url.startswith("https://")
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(template_dir("web"))),
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+
+    # -- per request -----------------------------------------------------
+    async def view(self, request: Request) -> View:
+        raw = request.cookies.get(SESSION_COOKIE)
+        user = await run_in_threadpool(self._signed_in, raw) if raw else None
+        asked = request.query_params.get("lang")
+        cookies: list[tuple[str, str, int | None]] = []
+        if asked in LOCALES:
+            locale = asked
+            cookies.append((LANG_COOKIE, asked, 365 * 24 * 3600))
+        else:
+            locale = (
+                _known(request.cookies.get(LANG_COOKIE))
+                or _known(user.account.locale if user else None)
+                or from_accept_language(request.headers.get("accept-language"))
+                or self.settings.desk.default_locale
+            )
+        if user is not None:
+            token = user.csrf_token
+        else:
+            token = request.cookies.get(Csrf.COOKIE, "")
+            if not self.csrf.anonymous_valid(token):
+                token = self.csrf.new_anonymous()
+                cookies.append((Csrf.COOKIE, token, None))
+        flash = request.cookies.get(FLASH_COOKIE)
+        view = View(
+            request=request,
+            locale=locale,
+            user=user,
+            csrf_token=token,
+            client=client_address(request, self.settings.web.trusted_proxies),
+            flash=flash if flash and flash.replace(".", "").replace("_", "").isalnum() else None,
+            cookies=cookies,
+        )
+        if flash:
+            view.clear.append(FLASH_COOKIE)
+        return view
+
+    def _signed_in(self, raw: str) -> SignedIn | None:
+        if len(raw) > 100:
+            return None
+        with connection(self.engine) as conn:
+            return store.signed_in(conn, raw)
+
+    async def form(self, view: View) -> FormData | None:
+        """The posted form, or None when its CSRF token is not this
+        browser's. Oversized bodies are refused before they are read."""
+        length = view.request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > self.settings.web.max_upload_size:
+            raise HTTPException(413)
+        form = await view.request.form(max_files=20, max_fields=200)
+        if not Csrf.same(str(form.get("csrf_token", "")), view.csrf_token):
+            return None
+        return form
+
+    def allowed(self, view: View, *keys: tuple[str, int]) -> bool:
+        """Count this request against each (key, hourly limit); False when
+        one is over its limit. Keys are per address (``login:<email>``) and
+        per client (``client:<ip>``)."""
+        with connection(self.engine) as conn:
+            counts = [store.hit(conn, key, HOUR) for key, _ in keys]
+        return all(count <= limit for count, (_, limit) in zip(counts, keys, strict=True))
+
+    # -- responses -------------------------------------------------------
+    def page(self, view: View, template: str, status: int = 200, **context: Any) -> Response:
+        values = {
+            "t": view.t,
+            "locale": view.locale,
+            "user": view.user.account if view.user else None,
+            "csrf_token": view.csrf_token,
+            "desk_name": self.settings.desk.name,
+            "desk_address": self.settings.desk.addresses[0],
+            "path": view.request.url.path,
+            "flash": view.t(view.flash) if view.flash else None,
+            "errors": {},
+            "values": {},
+            "error": None,
+            **context,
+        }
+        html = self.env.get_template(template).render(values)
+        return self.finish(view, HTMLResponse(html, status_code=status))
+
+    def redirect(self, view: View, to: str, flash: str | None = None) -> Response:
+        response = RedirectResponse(to, status_code=303)
+        if flash:
+            view.cookies.append((FLASH_COOKIE, flash, 60))
+            if FLASH_COOKIE in view.clear:
+                view.clear.remove(FLASH_COOKIE)
+        return self.finish(view, response)
+
+    def finish(self, view: View, response: Response) -> Response:
+        secure = self.secure_cookies or forwarded_https(view.request, self.settings.web.trusted_proxies)
+        for name, value, max_age in view.cookies:
+            response.set_cookie(
+                name, value, max_age=max_age, httponly=True, samesite="lax", secure=secure, path="/"
+            )
+        for name in view.clear:
+            response.delete_cookie(name, path="/", httponly=True, samesite="lax", secure=secure)
+        return response
+
+    # -- sessions --------------------------------------------------------
+    def sign_in(self, view: View, account_id: int) -> None:
+        """A new session (a new id at every sign-in: an id planted before it
+        is worth nothing) in the database and its cookie."""
+        raw = secrets.token_urlsafe(32)
+        hours = self.settings.web.session_hours
+        with connection(self.engine) as conn:
+            old = view.request.cookies.get(SESSION_COOKIE)
+            if old and len(old) <= 100:
+                store.end_session(conn, old)
+            store.create_session(conn, raw, account_id, secrets.token_urlsafe(32), hours)
+        view.cookies.append((SESSION_COOKIE, raw, hours * 3600))
+
+    def sign_out(self, view: View) -> None:
+        raw = view.request.cookies.get(SESSION_COOKIE)
+        if raw and len(raw) <= 100:
+            with connection(self.engine) as conn:
+                store.end_session(conn, raw)
+        view.clear.append(SESSION_COOKIE)
+
+    # -- errors ----------------------------------------------------------
+    async def not_found(self, request: Request, exc: Exception) -> Response:
+        view = await self.view(request)
+        status = exc.status_code if isinstance(exc, HTTPException) else 404
+        if status == 413:
+            return self.page(view, "error.html.j2", 413, title=view.t("error.too_large"), text="")
+        title, text = view.t("page.404.title"), view.t("page.404.text")
+        return self.page(view, "error.html.j2", 404, title=title, text=text)
+
+    async def server_error(self, request: Request, exc: Exception) -> Response:
+        log.exception("portal: %s %s failed", request.method, request.url.path, exc_info=exc)
+        locale = _known(request.cookies.get(LANG_COOKIE)) or self.settings.desk.default_locale
+        html = self.env.get_template("error.html.j2").render(
+            t=lambda key, **v: translate(locale, key, **v), locale=locale, user=None, csrf_token="",
+            desk_name=self.settings.desk.name, desk_address=self.settings.desk.addresses[0], path="",
+            flash=None, errors={}, values={}, error=None,
+            title=translate(locale, "page.500.title"), text=translate(locale, "page.500.text"),
+        )
+        return HTMLResponse(html, status_code=500)
+
+    def theme(self, request: Request) -> Response:
+        """The desk's colour as a stylesheet (no inline styles under the CSP)."""
+        css = f":root {{ --brand: {self.settings.web.color}; }}\n"
+        return Response(css, media_type="text/css", headers={"cache-control": "max-age=300"})
+
+
+def _known(locale: str | None) -> str | None:
+    return locale if locale in LOCALES else None
+
+
+def local_path(target: str | None) -> str:
+    """``next`` only to a path of this site: ``/requests``, never
+    ``//evil.example`` or ``https://…`` (an open redirect)."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    if any(ord(c) < 32 for c in target):
+        return "/"
+    return target
