@@ -65,7 +65,21 @@ class DeskSettings(_Section):
     addresses: tuple[str, ...] = (DEFAULT_DESK_ADDRESS,)
     default_locale: Literal["de", "en"] = "de"
     portal_url: str = "http://localhost:8080"
+    # The desk's time zone: dates on the portal, and the local time of a
+    # form's "first occurred" field.
+    timezone: str = "Europe/Vienna"
     unknown_senders: Literal["create", "reject"] = "create"
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(v)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (an IANA name such as Europe/Vienna)") from None
+        return v
 
     @field_validator("addresses")
     @classmethod

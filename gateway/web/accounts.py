@@ -70,6 +70,8 @@ def routes(portal: Portal) -> list[Route]:
         token = request.path_params["token"]
         purpose = signup.PURPOSE_SIGNUP
         account_id = await run_in_threadpool(signup.token_account, portal.engine, token, purpose)
+        if account_id is None and view.user is not None:
+            return portal.redirect(view, "/")  # signed in: the link has done its job
         if account_id is None:
             return portal.page(view, "link_invalid.html.j2", 410, action="/signup")
         email = await run_in_threadpool(_email_of, portal, account_id)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import secrets
+import zoneinfo
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,6 +76,8 @@ class Portal:
             trim_blocks=True,
             lstrip_blocks=True,
         )
+        zone = zoneinfo.ZoneInfo(settings.desk.timezone)
+        self.env.filters["day"] = lambda iso, locale: local_day(iso, locale, zone)
 
     # -- per request -----------------------------------------------------
     async def view(self, request: Request) -> View:
@@ -219,6 +222,21 @@ class Portal:
         """The desk's colour as a stylesheet (no inline styles under the CSP)."""
         css = f":root {{ --brand: {self.settings.web.color}; }}\n"
         return Response(css, media_type="text/css", headers={"cache-control": "max-age=300"})
+
+
+def local_day(iso: str | None, locale: str, zone: dt.tzinfo) -> str:
+    """A stored UTC time as the day in the desk's time zone: 30.11.2026
+    (de), 30 Nov 2026 (en). Written by hand: locale modules are process-wide
+    and not all installed."""
+    if not iso:
+        return ""
+    when = dt.datetime.fromisoformat(iso).astimezone(zone)
+    if locale == "de":
+        return when.strftime("%d.%m.%Y")
+    return f"{when.day} {_MONTHS[when.month - 1]} {when.year}"
+
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
 def _known(locale: str | None) -> str | None:
