@@ -208,6 +208,7 @@ class Daemon:
             scheduler = jobs.make_scheduler()
             scheduler.start()
             pollers = await jobs.start_imap(self.app, scheduler, on_commit=self._on_commit)
+            jobs.start_housekeeping(self.app, scheduler)
             # --- end IMAP
             # --- outbox sender: delivers what notify queued; ends between
             # two mails once stopping is set.

@@ -1,6 +1,7 @@
 """Scheduled work of ``gateway serve`` on APScheduler's AsyncIOScheduler: one
 IMAP poll job per ``[[imap]]`` mailbox (or a long-running IDLE task where
-the mailbox asks for IDLE and the server offers it). The spool's
+the mailbox asks for IDLE and the server offers it), and housekeeping of the
+portal's tables. The spool's
 ``reclaim_stale`` sweep is the daemon's own loop. Every job runs on the daemon's event loop; the
 blocking parts (database) run in threads inside the jobs."""
 
@@ -21,7 +22,6 @@ if TYPE_CHECKING:
     from gateway.services import Services
 
 log = logging.getLogger("gateway.jobs")
-
 
 
 def make_scheduler() -> AsyncIOScheduler:
@@ -91,3 +91,31 @@ async def stop_imap(pollers: list[Poller], scheduler: AsyncIOScheduler) -> None:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     await asyncio.gather(*(p.close() for p in pollers), return_exceptions=True)
+
+
+HOUSEKEEPING_MINUTES = 15
+
+
+def start_housekeeping(app: Services, scheduler: AsyncIOScheduler) -> None:
+    """Every quarter hour: forget expired portal sessions and rate-limit
+    counters whose hour has passed (sessions stop working at their expiry
+    anyway; this keeps the tables small)."""
+
+    async def prune() -> None:
+        from gateway.store import web
+        from gateway.store.db import connection
+
+        def run() -> tuple[int, int]:
+            with connection(app.engine) as conn:
+                return web.delete_expired_sessions(conn), web.delete_stale_limits(conn, dt.timedelta(hours=1))
+
+        try:
+            sessions, limits = await asyncio.to_thread(run)
+        except Exception as exc:  # noqa: BLE001 - the next run tries again
+            log.warning("housekeeping: %s", exc)
+            return
+        if sessions or limits:
+            log.info("housekeeping: %s expired sessions, %s rate-limit counters removed", sessions, limits)
+
+    scheduler.add_job(prune, "interval", minutes=HOUSEKEEPING_MINUTES, id="housekeeping", name="housekeeping",
+                      replace_existing=True)

@@ -85,6 +85,12 @@ def delete_expired_sessions(conn: Connection) -> int:
     return int(conn.execute(_DELETE_EXPIRED, {"b_now": utcnow()}).rowcount or 0)
 
 
+def delete_stale_limits(conn: Connection, window: dt.timedelta) -> int:
+    """Counters whose window has passed (a new request starts a new one)."""
+    cutoff = utcnow() - window
+    return int(conn.execute(delete(LIMIT).where(LIMIT.c.window_start < cutoff)).rowcount or 0)
+
+
 def hit(conn: Connection, key: str, window: dt.timedelta) -> int:
     """Count one request for ``key`` in the current window (a fixed window
     starting at its first request); the count including this one."""

@@ -7,6 +7,7 @@ rate limits, CSRF, sessions in the database, error pages, languages."""
 
 from __future__ import annotations
 
+import datetime as dt
 import email.utils
 import mailbox
 import re
@@ -26,9 +27,9 @@ from sqlalchemy import select, update
 
 from gateway.app import App
 from gateway.signup import hash_password
-from gateway.store import repo
+from gateway.store import repo, web
 from gateway.store.db import connection
-from gateway.store.models import WebSession
+from gateway.store.models import RateLimit, WebSession
 from gateway.store.repo import ACCOUNT
 from gateway.web.app import make_app
 
@@ -37,6 +38,7 @@ ANNA = "anna.mueller@bauwerk-ag.de"
 PASSWORD = "korrekt Pferd Batterie"
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 SESSIONS = WebSession.__table__  # type: ignore[attr-defined]
+LIMITS = RateLimit.__table__  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -372,3 +374,20 @@ def test_the_language_from_the_query_the_cookie_or_the_browser(site: Site) -> No
         assert "Sign in" in browser.get("/login?lang=en").text
         assert 'lang="en"' in browser.get("/", headers={"accept-language": "de"}).text  # the cookie wins
         assert 'lang="de"' in browser.get("/?lang=de").text
+
+
+def test_expired_sessions_and_past_counters_are_forgotten(site: Site) -> None:
+    active_account(site.desk, ANNA)
+    with site.client() as browser:
+        sign_in(browser)
+        post(browser, "/password-reset", {"email": "x@example.org"})
+        assert "Guten Tag" in browser.get("/").text
+        long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)
+        with connection(site.desk.engine) as conn:
+            conn.execute(update(SESSIONS).values(expires_at=long_ago))
+            conn.execute(update(LIMITS).values(window_start=long_ago))
+        assert "Guten Tag" not in browser.get("/").text  # expired: signed out at once
+        with connection(site.desk.engine) as conn:
+            assert web.delete_expired_sessions(conn) == 1
+            assert web.delete_stale_limits(conn, dt.timedelta(hours=1)) >= 2  # login, client, reset keys
+            assert web.delete_expired_sessions(conn) == 0
