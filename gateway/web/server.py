@@ -22,6 +22,7 @@ from gateway.settings import Settings
 
 log = logging.getLogger("gateway.web")
 
+WEB_NICE = 10  # the portal's processes run below the listener's priority
 RESTART_PAUSE = 2.0  # seconds before a worker that died is started again
 STOP_GRACE = 10.0  # seconds a worker gets to finish its requests on stop
 
@@ -57,6 +58,10 @@ def _worker(settings: Settings, sock: socket.socket, parent: int) -> None:
 
     die_with(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; SIGTERM stops uvicorn
+    # Pages yield the CPU to the SMTP listener (the pipeline workers do the
+    # same): a burst of sign-ins (argon2) must not delay a 250.
+    with contextlib.suppress(OSError):
+        os.nice(WEB_NICE)
     if not logging_setup.is_configured_elsewhere():
         logging_setup.configure(settings.logging)
     config = uvicorn.Config(
