@@ -147,9 +147,14 @@ def test_signup_output_reveals_nothing_and_repeats_send_nothing(
         outputs.add(out.replace(address, "ADDRESS"))
     assert len(outputs) == 1
     gateway(config, "outbox", "flush", capsys=capsys)
-    # One each for the two unverified addresses; none for the active one,
-    # none for the repeat within a day.
-    assert sorted(m.rcpt_tos[0] for m in sink.take()) == ["bekannt@example.org", "neu@example.org"]
+    # A signup link each for the two unverified addresses; for the active
+    # one a pointer to sign-in and password reset (no link that signs in);
+    # nothing for the repeat within a day.
+    got = {m.rcpt_tos[0]: m for m in sink.take()}
+    assert sorted(got) == ["aktiv@example.org", "bekannt@example.org", "neu@example.org"]
+    assert "/signup/" in got["neu@example.org"].text() and "/signup/" in got["bekannt@example.org"].text()
+    active = got["aktiv@example.org"].text()
+    assert "/login" in active and "/password-reset" in active and "/signup/" not in active
     code, _, err = gateway(config, "account", "signup", "not an address", capsys=capsys)
     assert code == 1 and "not an e-mail address" in err
 

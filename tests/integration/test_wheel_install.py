@@ -68,3 +68,38 @@ def test_wheel_in_fresh_venv_works_from_any_directory(tmp_path: Path) -> None:
     sent = list((elsewhere / "var" / "sent" / "new").iterdir())
     assert len(sent) == 1
     assert b"SD-1" in sent[0].read_bytes()
+
+    # the portal: its pages and stylesheet ship too, and it answers
+    portal = run(
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "from gateway.outbound.templates import template_dir; d = template_dir('web');"
+            " print(d); print((d / 'static' / 'portal.css').is_file(), (d / 'login.html.j2').is_file())",
+        ],
+        elsewhere,
+    ).stdout.split()
+    assert str(venv) in portal[0] and portal[1:] == ["True", "True"]
+    from netutil import free_port
+
+    port = free_port()
+    web_env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY") and k != "VIRTUAL_ENV"}
+    web_env["GATEWAY__WEB__LISTEN"] = f"127.0.0.1:{port}"
+    web = subprocess.Popen([gateway, "web"], cwd=elsewhere, env=web_env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE)
+    try:
+        import time
+        import urllib.request
+
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/static/portal.css", timeout=5) as reply:
+                    assert reply.status == 200 and b"--brand" in reply.read()
+                break
+            except OSError:
+                assert web.poll() is None and time.monotonic() < deadline, "gateway web did not answer"
+                time.sleep(0.2)
+    finally:
+        web.terminate()
+        assert web.wait(30) == 0
