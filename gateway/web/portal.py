@@ -30,7 +30,7 @@ from gateway.settings import Settings
 from gateway.store import web as store
 from gateway.store.db import connection
 from gateway.store.web import SignedIn
-from gateway.web.i18n import LOCALES, from_accept_language, translate
+from gateway.web.i18n import LOCALES, TEXTS, from_accept_language, translate
 from gateway.web.security import Csrf, client_address, forwarded_https, secret_key
 
 log = logging.getLogger("gateway.web")
@@ -78,6 +78,9 @@ class Portal:
         )
         zone = zoneinfo.ZoneInfo(settings.desk.timezone)
         self.env.filters["day"] = lambda iso, locale: local_day(iso, locale, zone)
+        self.env.filters["filesize"] = filesize
+        self.env.filters["known"] = lambda key, locale: key in TEXTS.get(locale, {})
+        self.env.filters["option"] = lambda value, locale: TEXTS.get(locale, {}).get(f"option.{value}", value)
 
     # -- per request -----------------------------------------------------
     async def view(self, request: Request) -> View:
@@ -222,6 +225,14 @@ class Portal:
         """The desk's colour as a stylesheet (no inline styles under the CSP)."""
         css = f":root {{ --brand: {self.settings.web.color}; }}\n"
         return Response(css, media_type="text/css", headers={"cache-control": "max-age=300"})
+
+
+def filesize(size: int) -> str:
+    if size < 1024:
+        return f"{size} B"
+    if size < 1024 * 1024:
+        return f"{size / 1024:.1f} KB"
+    return f"{size / 1024 / 1024:.1f} MB"
 
 
 def local_day(iso: str | None, locale: str, zone: dt.tzinfo) -> str:

@@ -1,0 +1,148 @@
+"""What the customer portal's request pages read: a customer's requests
+(filtered, searched, paged), one request with its public conversation, one
+attachment. Whether the viewer may see a ticket is decided by the caller
+(``desk.access``) before anything of it is shown; internal comments and
+their attachments are never read here at all."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import and_, func, or_
+from sqlalchemy.orm import defer
+from sqlmodel import Session, col, select
+
+from gateway.store.models import Account, Attachment, Comment, Organization, Ticket, TicketParticipant
+from gateway.store.read import iso
+
+CLOSED = ("resolved", "closed")
+
+
+def customer_requests(
+    session: Session,
+    account_id: int,
+    organization_id: int | None,
+    *,
+    status: str = "open",
+    scope: str = "all",
+    q: str = "",
+    limit: int = 25,
+    offset: int = 0,
+) -> tuple[list[dict[str, Any]], int]:
+    """The requests the account may see, newest first, and how many match:
+    ``status`` open | closed | all; ``scope`` mine (reported by the account)
+    | org (shared with its organization) | all; ``q`` a key (``SD-12``) or
+    words of the summary."""
+    mine = col(Ticket.reporter_id) == account_id
+    participating = col(Ticket.id).in_(
+        select(TicketParticipant.ticket_id).where(TicketParticipant.account_id == account_id)
+    )
+    shared = col(Ticket.organization_id) == organization_id if organization_id is not None else None
+    if scope == "mine":
+        visible = mine
+    elif scope == "org":
+        if shared is None:
+            return [], 0
+        visible = shared
+    else:
+        visible = or_(mine, participating, *([shared] if shared is not None else []))
+    stmt = (
+        select(Ticket, Account.email, Account.name)
+        .join(Account, col(Account.id) == col(Ticket.reporter_id))
+        .where(visible)
+    )
+    if status == "open":
+        stmt = stmt.where(col(Ticket.status).not_in(CLOSED))
+    elif status == "closed":
+        stmt = stmt.where(col(Ticket.status).in_(CLOSED))
+    words = q.strip()
+    if words:
+        key = words.upper()
+        terms = [col(Ticket.summary).ilike(f"%{w}%") for w in words.split()[:8]]
+        stmt = stmt.where(or_(col(Ticket.key) == key, and_(*terms)))
+    total = session.exec(select(func.count()).select_from(stmt.subquery())).one()
+    rows = session.exec(
+        stmt.options(defer(Ticket.description), defer(Ticket.fields))  # type: ignore[arg-type]
+        .order_by(col(Ticket.created_at).desc(), col(Ticket.id).desc())
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    return [
+        {
+            "key": t.key, "summary": t.summary, "status": t.status, "priority": t.priority,
+            "request_type": t.request_type, "reporter": email, "reporter_name": name,
+            "created_at": iso(t.created_at), "updated_at": iso(t.updated_at),
+        }
+        for t, email, name in rows
+    ], int(total)
+
+
+def request_page(session: Session, ticket_id: int) -> dict[str, Any]:
+    """Everything a customer may see of one ticket: its fields, who it is
+    shared with, its public comments with their authors and attachments,
+    and the attachments of the request itself."""
+    ticket = session.get(Ticket, ticket_id)
+    assert ticket is not None
+    reporter = session.get(Account, ticket.reporter_id)
+    org = session.get(Organization, ticket.organization_id) if ticket.organization_id else None
+    participants = session.exec(
+        select(Account.email, Account.name)
+        .join(TicketParticipant, col(TicketParticipant.account_id) == col(Account.id))
+        .where(TicketParticipant.ticket_id == ticket_id)
+        .order_by(col(Account.email))
+    ).all()
+    comments = session.exec(
+        select(Comment, Account.email, Account.name, Account.role)
+        .join(Account, col(Account.id) == col(Comment.author_id))
+        .where(Comment.ticket_id == ticket_id)
+        .where(col(Comment.public).is_(True))
+        .order_by(col(Comment.created_at), col(Comment.id))
+    ).all()
+    public_ids = [c.id for c, *_ in comments]
+    files = session.exec(
+        select(Attachment)
+        .where(Attachment.ticket_id == ticket_id)
+        .where(or_(col(Attachment.comment_id).is_(None), col(Attachment.comment_id).in_(public_ids)))
+        .where(col(Attachment.inline).is_(False))
+        .order_by(col(Attachment.id))
+    ).all()
+    by_comment: dict[int | None, list[dict[str, Any]]] = {}
+    for a in files:
+        by_comment.setdefault(a.comment_id, []).append(
+            {"id": a.id, "filename": a.filename, "content_type": a.content_type, "size": a.size}
+        )
+    return {
+        "key": ticket.key,
+        "summary": ticket.summary,
+        "description": ticket.description,
+        "request_type": ticket.request_type,
+        "status": ticket.status,
+        "priority": ticket.priority,
+        "fields": dict(ticket.fields or {}),
+        "reporter": reporter.email if reporter else "",
+        "reporter_name": reporter.name if reporter else "",
+        "organization": org.name if org else None,
+        "participants": [{"email": e, "name": n} for e, n in participants],
+        "created_at": iso(ticket.created_at),
+        "updated_at": iso(ticket.updated_at),
+        "attachments": by_comment.get(None, []),
+        "comments": [
+            {
+                "author": email, "author_name": name, "agent": role == "agent", "body": c.body,
+                "created_at": iso(c.created_at), "attachments": by_comment.get(c.id, []),
+            }
+            for c, email, name, role in comments
+        ],
+    }
+
+
+def attachment(session: Session, attachment_id: int) -> tuple[Attachment, bool] | None:
+    """An attachment and whether it belongs to the request or a public
+    comment (False: an internal note's, never shown to a customer)."""
+    found = session.get(Attachment, attachment_id)
+    if found is None:
+        return None
+    if found.comment_id is None:
+        return found, True
+    comment = session.get(Comment, found.comment_id)
+    return found, bool(comment is not None and comment.public)
