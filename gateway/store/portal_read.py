@@ -13,7 +13,7 @@ from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
 from gateway.store.models import Account, Attachment, Comment, Organization, Ticket, TicketParticipant
-from gateway.store.read import iso
+from gateway.store.read import iso, ticket_basics
 
 CLOSED = ("resolved", "closed")
 
@@ -112,12 +112,7 @@ def request_page(session: Session, ticket_id: int) -> dict[str, Any]:
             {"id": a.id, "filename": a.filename, "content_type": a.content_type, "size": a.size}
         )
     return {
-        "key": ticket.key,
-        "summary": ticket.summary,
-        "description": ticket.description,
-        "request_type": ticket.request_type,
-        "status": ticket.status,
-        "priority": ticket.priority,
+        **ticket_basics(ticket),
         "fields": dict(ticket.fields or {}),
         "reporter": reporter.email if reporter else "",
         "reporter_name": reporter.name if reporter else "",

@@ -113,6 +113,18 @@ def _attachment_json(att: Attachment) -> JsonDict:
     }
 
 
+def ticket_basics(ticket: Ticket) -> JsonDict:
+    """The fields every view of a ticket shows."""
+    return {
+        "key": ticket.key,
+        "summary": ticket.summary,
+        "description": ticket.description,
+        "request_type": ticket.request_type,
+        "status": ticket.status,
+        "priority": ticket.priority,
+    }
+
+
 def ticket_json(session: Session, ticket: Ticket) -> JsonDict:
     """The document of ``ticket show KEY --json`` (SPEC §4)."""
     reporter = session.get(Account, ticket.reporter_id)
@@ -152,12 +164,7 @@ def ticket_json(session: Session, ticket: Ticket) -> JsonDict:
         for comment, email in rows
     ]
     return {
-        "key": ticket.key,
-        "summary": ticket.summary,
-        "description": ticket.description,
-        "request_type": ticket.request_type,
-        "status": ticket.status,
-        "priority": ticket.priority,
+        **ticket_basics(ticket),
         "reporter": reporter.email if reporter else None,
         "organization": org.name if org else None,
         "participants": list(participants),

@@ -11,6 +11,7 @@ desk's operations, as by mail."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -24,7 +25,7 @@ from gateway.store import numbering, portal_read, repo
 from gateway.store.blobs import make_blob_store
 from gateway.store.db import connection, read_connection, reading
 from gateway.store.repo import AccountRow, TicketRow
-from gateway.web.portal import Portal, View
+from gateway.web.portal import Handler, Portal, View
 
 PAGE_SIZE = 25
 STATUSES = ("open", "closed", "all")
@@ -44,19 +45,21 @@ def routes(portal: Portal) -> list[Route]:
     blobs = make_blob_store(portal.settings.storage.blobs)
     desk = Desk(portal.settings, blobs)
 
-    async def signed_in(request: Request) -> tuple[View, Response | None]:
-        view = await portal.view(request)
-        if view.user is None:
-            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-            return view, portal.redirect(view, f"/login?next={target}")
-        return view, None
+    def signed_in(page: Callable[[Request, View, AccountRow], Awaitable[Response]]) -> Handler:
+        """The page for a signed-in account; anyone else to the sign-in
+        form, and back here after it."""
 
-    async def listing(request: Request) -> Response:
-        view, away = await signed_in(request)
-        if away is not None:
-            return away
-        assert view.user is not None
-        account = view.user.account
+        async def handler(request: Request) -> Response:
+            view = await portal.view(request)
+            if view.user is None:
+                target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+                return portal.redirect(view, f"/login?next={target}")
+            return await page(request, view, view.user.account)
+
+        return handler
+
+    @signed_in
+    async def listing(request: Request, view: View, account: AccountRow) -> Response:
         params = request.query_params
         status = params.get("status") or ""
         status = status if status in STATUSES else "open"
@@ -79,12 +82,9 @@ def routes(portal: Portal) -> list[Route]:
                            filters={"status": status, "scope": scope, "q": q},
                            has_org=account.organization_id is not None)
 
-    async def detail(request: Request) -> Response:
-        view, away = await signed_in(request)
-        if away is not None:
-            return away
-        assert view.user is not None
-        ticket = await run_in_threadpool(_visible, portal, view.user.account, request.path_params["key"])
+    @signed_in
+    async def detail(request: Request, view: View, account: AccountRow) -> Response:
+        ticket = await run_in_threadpool(_visible, portal, account, request.path_params["key"])
         if ticket is None:
             return await portal.not_found(request, Exception())
 
@@ -93,18 +93,13 @@ def routes(portal: Portal) -> list[Route]:
                 return portal_read.request_page(session, ticket.id)
 
         data = await run_in_threadpool(load)
-        account = view.user.account
         can_resolve = access.customer_may_move(data["status"], "resolved") or account.role == "agent"
         can_reopen = data["status"] == "resolved"
         return portal.page(view, "request.html.j2", ticket=data, can_resolve=can_resolve and
                            data["status"] not in ("resolved", "closed"), can_reopen=can_reopen)
 
-    async def set_status(request: Request) -> Response:
-        view, away = await signed_in(request)
-        if away is not None:
-            return away
-        assert view.user is not None
-        account = view.user.account
+    @signed_in
+    async def set_status(request: Request, view: View, account: AccountRow) -> Response:
         ticket = await run_in_threadpool(_visible, portal, account, request.path_params["key"])
         if ticket is None:
             return await portal.not_found(request, Exception())
@@ -129,11 +124,8 @@ def routes(portal: Portal) -> list[Route]:
         flash = await run_in_threadpool(change)
         return portal.redirect(view, target, flash=flash)
 
-    async def download(request: Request) -> Response:
-        view, away = await signed_in(request)
-        if away is not None:
-            return away
-        assert view.user is not None
+    @signed_in
+    async def download(request: Request, view: View, account: AccountRow) -> Response:
         raw_id = request.path_params["id"]
         if not raw_id.isdigit() or len(raw_id) > 12:
             return await portal.not_found(request, Exception())
@@ -145,8 +137,7 @@ def routes(portal: Portal) -> list[Route]:
                     return None
                 att = found[0]
                 ticket = repo.ticket_by_id(session.connection(), att.ticket_id)
-                account = view.user.account if view.user else None
-                if ticket is None or account is None or not access.may_access(
+                if ticket is None or not access.may_access(
                     session.connection(), account, ticket, as_agent=account.role == "agent"
                 ):
                     return None
