@@ -61,6 +61,15 @@ def is_email(address: str) -> bool:
     return bool(_EMAIL_RE.match(address)) and len(address) <= 320
 
 
+def _link_token(raw: str) -> str:
+    """A link's token as it may be looked up; SignupError for a shape no
+    token of ours has."""
+    token = raw.strip()
+    if not token or len(token) > 200:
+        raise SignupError(INVALID_LINK)
+    return token
+
+
 def token_sha256(raw: str) -> str:
     return hashlib.sha256(raw.encode("utf-8")).hexdigest()
 
@@ -119,7 +128,7 @@ def request_signup(engine: Engine, settings: Settings, email: str) -> None:
     day). Says nothing either way: the caller's output must not reveal
     whether the address has an account."""
     address = normalize_address(email)
-    if not _EMAIL_RE.match(address) or len(address) > 320:
+    if not is_email(address):
         raise SignupError(f"not an e-mail address: {email!r}")
     with connection(engine) as conn:
         account = repo.account_by_email(conn, address)
@@ -145,7 +154,7 @@ def request_password_reset(engine: Engine, settings: Settings, email: str) -> No
     signup confirmation instead; any other address nothing. Says nothing
     either way, like ``request_signup``."""
     address = normalize_address(email)
-    if not _EMAIL_RE.match(address) or len(address) > 320:
+    if not is_email(address):
         return
     with connection(engine) as conn:
         account = repo.account_by_email(conn, address)
@@ -162,8 +171,9 @@ def request_password_reset(engine: Engine, settings: Settings, email: str) -> No
 def token_account(engine: Engine, raw_token: str, purpose: str) -> int | None:
     """The account a link's token is for while it is still good (unused,
     unexpired), without spending it."""
-    token = raw_token.strip()
-    if not token or len(token) > 200:
+    try:
+        token = _link_token(raw_token)
+    except SignupError:
         return None
     with connection(engine) as conn:
         return tokens.valid_token(conn, token_sha256(token), purpose, utcnow())
@@ -174,9 +184,7 @@ def reset_password(engine: Engine, raw_token: str, password: str) -> int:
     every session of it ends (whoever knew the old one is signed out).
     Returns the account id. Raises SignupError."""
     check_password(password)
-    token = raw_token.strip()
-    if not token or len(token) > 200:
-        raise SignupError(INVALID_LINK)
+    token = _link_token(raw_token)
     password_hash = hash_password(password)
     now = utcnow()
     with connection(engine) as conn:
@@ -240,9 +248,7 @@ def confirm_signup(engine: Engine, raw_token: str, name: str, password: str) -> 
     if not display:
         raise SignupError("a name is required")
     check_password(password)
-    token = raw_token.strip()
-    if not token or len(token) > 200:
-        raise SignupError(INVALID_LINK)
+    token = _link_token(raw_token)
     # Hashed before the transaction: argon2 takes a while, and SQLite holds
     # its write lock for the whole transaction.
     password_hash = hash_password(password)

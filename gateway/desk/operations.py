@@ -22,7 +22,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection
 
@@ -32,6 +33,8 @@ from gateway.settings import Settings
 from gateway.store import numbering, repo
 from gateway.store.blobs import BlobStore
 from gateway.store.repo import AccountRow, OrgRow, TicketRow
+
+E = TypeVar("E", bound=StrEnum)
 
 
 class Forbidden(Refused):
@@ -272,11 +275,7 @@ def add_comment(conn: Connection, desk: Desk, actor: Actor, ticket: TicketRow, n
 def transition(conn: Connection, desk: Desk, actor: Actor, ticket: TicketRow, status: str) -> Done:
     """Set the status. Agents and the desk may set any; a customer who may
     see the ticket may mark it resolved, and reopen it while resolved."""
-    try:
-        new = TicketStatus(status.strip().lower())
-    except ValueError:
-        allowed = ", ".join(s.value for s in TicketStatus)
-        raise Invalid(f"unknown ticket status {status!r} (one of: {allowed})") from None
+    new = _choice(TicketStatus, status, "ticket status")
     _require_access(conn, actor, ticket)
     if not actor.as_agent and not access.customer_may_move(ticket.status, new.value):
         raise Forbidden(f"{actor.name} may not set {ticket.key} to {new.value}")
@@ -294,11 +293,7 @@ def transition(conn: Connection, desk: Desk, actor: Actor, ticket: TicketRow, st
 
 
 def set_priority(conn: Connection, desk: Desk, actor: Actor, ticket: TicketRow, priority: str) -> Done:
-    try:
-        new = Priority(priority.strip().lower())
-    except ValueError:
-        allowed = ", ".join(p.value for p in Priority)
-        raise Invalid(f"unknown priority {priority!r} (one of: {allowed})") from None
+    new = _choice(Priority, priority, "priority")
     _require_agent(actor, ticket, "priority")
     return _set_column(conn, actor, ticket, "priority", ticket.priority, new.value)
 
@@ -306,13 +301,18 @@ def set_priority(conn: Connection, desk: Desk, actor: Actor, ticket: TicketRow, 
 def set_request_type(
     conn: Connection, desk: Desk, actor: Actor, ticket: TicketRow, request_type: str
 ) -> Done:
-    try:
-        new = RequestType(request_type.strip().lower())
-    except ValueError:
-        allowed = ", ".join(t.value for t in RequestType)
-        raise Invalid(f"unknown request type {request_type!r} (one of: {allowed})") from None
+    new = _choice(RequestType, request_type, "request type")
     _require_agent(actor, ticket, "request type")
     return _set_column(conn, actor, ticket, "request_type", ticket.request_type, new.value)
+
+
+def _choice(kind: type[E], value: str, what: str) -> E:
+    """``value`` as a member of ``kind``, or Invalid naming the allowed ones."""
+    try:
+        return kind(value.strip().lower())
+    except ValueError:
+        allowed = ", ".join(member.value for member in kind)
+        raise Invalid(f"unknown {what} {value!r} (one of: {allowed})") from None
 
 
 def _set_column(conn: Connection, actor: Actor, ticket: TicketRow, column: str, old: str, new: str) -> Done:
