@@ -232,6 +232,49 @@ class WebSettings(_Section):
     color: str = Field(default="#004b87", pattern=r"^#[0-9a-fA-F]{6}$")  # the desk's colour
 
 
+class FieldOption(_Section):
+    """One choice of a list field: its stored value and its labels (empty:
+    the portal's own label for a known value, else the value itself)."""
+
+    value: str = Field(pattern=r"^[a-z0-9][a-z0-9_]{0,39}$")
+    de: str = ""
+    en: str = ""
+
+
+def _options(*values: str) -> tuple[FieldOption, ...]:
+    return tuple(FieldOption(value=v) for v in values)
+
+
+class FieldsSettings(_Section):
+    """The choices of the technical-support form (SPEC §2 "Fields"). Each is
+    a list of values (``"chrome"``) or of tables with labels
+    (``{ value = "ie", de = "Internet Explorer", en = "Internet Explorer" }``).
+    Values read from mail are matched to these where they can be."""
+
+    browser: tuple[FieldOption, ...] = _options("chrome", "firefox", "edge", "safari", "other")
+    hosting: tuple[FieldOption, ...] = _options("cloud", "on_premises", "private_cloud")
+    components: tuple[FieldOption, ...] = _options(
+        "signing", "workflow", "user_management", "integrations", "mobile", "other"
+    )
+
+    @field_validator("browser", "hosting", "components", mode="before")
+    @classmethod
+    def _plain_values(cls, v: Any) -> Any:
+        if isinstance(v, (list, tuple)):
+            return [{"value": o} if isinstance(o, str) else o for o in v]
+        return v
+
+    @field_validator("browser", "hosting", "components")
+    @classmethod
+    def _distinct(cls, v: tuple[FieldOption, ...]) -> tuple[FieldOption, ...]:
+        if not v:
+            raise ValueError("needs at least one option")
+        values = [o.value for o in v]
+        if len(set(values)) != len(values):
+            raise ValueError("an option is listed twice")
+        return v
+
+
 # -- operations (logging, metrics) ---------------------------------------
 
 
@@ -279,6 +322,7 @@ class Settings(BaseSettings):
     logging: LoggingSettings = LoggingSettings()
     metrics: MetricsSettings = MetricsSettings()
     web: WebSettings = WebSettings()
+    fields: FieldsSettings = FieldsSettings()
 
     @field_validator("routing")
     @classmethod

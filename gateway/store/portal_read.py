@@ -85,6 +85,9 @@ def request_page(session: Session, ticket_id: int) -> dict[str, Any]:
     assert ticket is not None
     reporter = session.get(Account, ticket.reporter_id)
     org = session.get(Organization, ticket.organization_id) if ticket.organization_id else None
+    reporter_org = (
+        session.get(Organization, reporter.organization_id) if reporter and reporter.organization_id else None
+    )
     participants = session.exec(
         select(Account.email, Account.name)
         .join(TicketParticipant, col(TicketParticipant.account_id) == col(Account.id))
@@ -116,6 +119,8 @@ def request_page(session: Session, ticket_id: int) -> dict[str, Any]:
         "fields": dict(ticket.fields or {}),
         "reporter": reporter.email if reporter else "",
         "reporter_name": reporter.name if reporter else "",
+        "reporter_organization_id": reporter_org.id if reporter_org else None,
+        "reporter_organization": reporter_org.name if reporter_org else None,
         "organization": org.name if org else None,
         "participants": [{"email": e, "name": n} for e, n in participants],
         "created_at": iso(ticket.created_at),
@@ -141,3 +146,32 @@ def attachment(session: Session, attachment_id: int) -> tuple[Attachment, bool] 
         return found, True
     comment = session.get(Comment, found.comment_id)
     return found, bool(comment is not None and comment.public)
+
+
+def organization(session: Session, organization_id: int | None) -> dict[str, Any] | None:
+    """The account's organization as the request form needs it: its name
+    and whether its requests are shared by default."""
+    if organization_id is None:
+        return None
+    org = session.get(Organization, organization_id)
+    if org is None:
+        return None
+    return {"id": org.id, "name": org.name, "share_by_default": org.share_by_default}
+
+
+def colleagues(
+    session: Session, organization_id: int | None, except_id: int, limit: int = 500
+) -> list[dict[str, Any]]:
+    """The people of an organization a request may be shared with or made
+    the responsibility of: not disabled, not ``except_id``, by name."""
+    if organization_id is None:
+        return []
+    rows = session.exec(
+        select(Account.email, Account.name)
+        .where(Account.organization_id == organization_id)
+        .where(Account.id != except_id)
+        .where(Account.state != "disabled")
+        .order_by(func.lower(func.coalesce(func.nullif(Account.name, ""), Account.email)), col(Account.email))
+        .limit(limit)
+    ).all()
+    return [{"email": email, "name": name} for email, name in rows]

@@ -251,7 +251,7 @@ def tickets_visible_to(
 ) -> list[JsonDict]:
     """The tickets a customer may see (SPEC §3: reporter, participant, or
     member of the organization a ticket is shared with), most recently
-    updated first: the portal's lists."""
+    updated first: the portal's dashboard."""
     visible = or_(
         col(Ticket.reporter_id) == account_id,
         col(Ticket.id).in_(
@@ -261,7 +261,7 @@ def tickets_visible_to(
     if organization_id is not None:
         visible = or_(visible, col(Ticket.organization_id) == organization_id)
     stmt = (
-        select(Ticket, Account.email)
+        select(Ticket, Account.email, Account.name)
         .join(Account, col(Account.id) == col(Ticket.reporter_id))
         .where(visible)
         .options(defer(Ticket.description), defer(Ticket.fields))  # type: ignore[arg-type]
@@ -276,9 +276,10 @@ def tickets_visible_to(
             "status": ticket.status,
             "request_type": ticket.request_type,
             "reporter": email,
+            "reporter_name": name,
             "updated_at": iso(ticket.updated_at),
         }
-        for ticket, email in session.exec(stmt)
+        for ticket, email, name in session.exec(stmt)
     ]
 
 

@@ -16,6 +16,7 @@ import zoneinfo
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import jinja2
 from sqlalchemy import Engine
@@ -24,11 +25,15 @@ from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.types import Message, Receive
 
+from gateway.desk.operations import Desk
 from gateway.outbound.templates import template_dir
-from gateway.settings import Settings
+from gateway.settings import FieldOption, Settings
 from gateway.store import web as store
+from gateway.store.blobs import make_blob_store
 from gateway.store.db import connection
+from gateway.store.repo import AccountRow
 from gateway.store.web import SignedIn
 from gateway.web.i18n import LOCALES, TEXTS, from_accept_language, translate
 from gateway.web.security import Csrf, client_address, forwarded_https, secret_key
@@ -39,8 +44,10 @@ SESSION_COOKIE = "gw_session"
 LANG_COOKIE = "gw_lang"
 FLASH_COOKIE = "gw_flash"
 HOUR = dt.timedelta(hours=1)
+MIB = 1024 * 1024
 
 Handler = Callable[[Request], Awaitable[Response]]
+Page = Callable[[Request, "View", AccountRow], Awaitable[Response]]
 
 
 @dataclass
@@ -69,6 +76,8 @@ class Portal:
         self.engine = engine
         self.csrf = Csrf(secret_key(settings))
         self.secure_cookies = settings.desk.portal_url.startswith("https://")
+        # The desk's operations, as the mail pipeline and the CLI call them.
+        self.desk = Desk(settings, make_blob_store(settings.storage.blobs))
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(str(template_dir("web"))),
             autoescape=True,
@@ -80,7 +89,10 @@ class Portal:
         self.env.filters["day"] = lambda iso, locale: local_day(iso, locale, zone)
         self.env.filters["filesize"] = filesize
         self.env.filters["known"] = lambda key, locale: key in TEXTS.get(locale, {})
-        self.env.filters["option"] = lambda value, locale: TEXTS.get(locale, {}).get(f"option.{value}", value)
+        configured = {o.value: o for name in ("browser", "hosting", "components")
+                      for o in getattr(settings.fields, name)}
+        self.env.filters["option"] = lambda value, locale: option_label(configured, value, locale)
+        self.env.filters["moment"] = lambda iso, locale: local_moment(iso, locale, zone)
 
     # -- per request -----------------------------------------------------
     async def view(self, request: Request) -> View:
@@ -128,10 +140,17 @@ class Portal:
     async def form(self, view: View) -> FormData | None:
         """The posted form, or None when its CSRF token is not this
         browser's. Oversized bodies are refused before they are read."""
+        # Files over web.max_upload_size get a message next to their field
+        # (uploads.py), which needs the other fields: a form with files is
+        # read up to a ceiling above it, and only beyond that refused
+        # outright. A form without files is small.
+        multipart = view.request.headers.get("content-type", "").startswith("multipart/form-data")
+        ceiling = self.settings.web.max_upload_size * 4 + MIB if multipart else MIB
         length = view.request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > self.settings.web.max_upload_size:
+        if length.isdigit() and int(length) > ceiling:
             raise HTTPException(413)
-        form = await view.request.form(max_files=20, max_fields=200)
+        capped = Request(view.request.scope, _capped(view.request.receive, ceiling))
+        form = await capped.form(max_files=20, max_fields=200)
         if not Csrf.same(str(form.get("csrf_token", "")), view.csrf_token):
             return None
         return form
@@ -227,6 +246,40 @@ class Portal:
         return Response(css, media_type="text/css", headers={"cache-control": "max-age=300"})
 
 
+def _capped(receive: Receive, ceiling: int) -> Receive:
+    """``receive`` that refuses (413) a body growing past ``ceiling`` bytes,
+    whatever its Content-Length said (or when it said nothing: chunked)."""
+    seen = 0
+
+    async def inner() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > ceiling:
+                raise HTTPException(413)
+        return message
+
+    return inner
+
+
+def signed_in(portal: Portal) -> Callable[[Page], Handler]:
+    """A page for signed-in accounts only: anyone else goes to the sign-in
+    form, and comes back here after it."""
+
+    def wrap(page: Page) -> Handler:
+        async def handler(request: Request) -> Response:
+            view = await portal.view(request)
+            if view.user is None:
+                target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+                return portal.redirect(view, f"/login?next={quote(target, safe='/')}")
+            return await page(request, view, view.user.account)
+
+        return handler
+
+    return wrap
+
+
 def filesize(size: int) -> str:
     if size < 1024:
         return f"{size} B"
@@ -245,6 +298,26 @@ def local_day(iso: str | None, locale: str, zone: dt.tzinfo) -> str:
     if locale == "de":
         return when.strftime("%d.%m.%Y")
     return f"{when.day} {_MONTHS[when.month - 1]} {when.year}"
+
+
+def local_moment(iso: str | None, locale: str, zone: dt.tzinfo) -> str:
+    """A date and time in the desk's time zone (30.11.2026 14:05), or the
+    text as it is when it is not one (a field read from mail)."""
+    try:
+        when = dt.datetime.fromisoformat(iso or "")
+    except ValueError:
+        return iso or ""
+    if when.tzinfo is not None:
+        when = when.astimezone(zone)
+    return f"{local_day(when.isoformat(), locale, zone)} {when:%H:%M}"
+
+
+def option_label(configured: dict[str, FieldOption], value: str, locale: str) -> str:
+    """A field option's label: configured under [fields], the portal's own
+    for a known value, else the value as stored (from mail: as given)."""
+    option = configured.get(value)
+    label = (option.de if locale == "de" else option.en) if option else ""
+    return label or TEXTS.get(locale, {}).get(f"option.{value}", value)
 
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")

@@ -11,7 +11,6 @@ desk's operations, as by mail."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -19,20 +18,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.desk import access, operations
-from gateway.desk.operations import Actor, Desk
+from gateway.desk import access
 from gateway.store import numbering, portal_read, repo
-from gateway.store.blobs import make_blob_store
-from gateway.store.db import connection, read_connection, reading
+from gateway.store.db import read_connection, reading
 from gateway.store.repo import AccountRow, TicketRow
-from gateway.web.portal import Handler, Portal, View
+from gateway.web.portal import Portal, View, signed_in
 
 PAGE_SIZE = 25
 STATUSES = ("open", "closed", "all")
 SCOPES = ("mine", "org", "all")
 
 
-def _visible(portal: Portal, account: AccountRow, key: str) -> TicketRow | None:
+def visible(portal: Portal, account: AccountRow, key: str) -> TicketRow | None:
     with read_connection(portal.engine) as conn:
         ticket = repo.ticket_by_key(conn, key.strip().upper()[:30])
         if ticket is None or numbering.is_placeholder_key(ticket.key):
@@ -41,24 +38,46 @@ def _visible(portal: Portal, account: AccountRow, key: str) -> TicketRow | None:
         return ticket if access.may_access(conn, account, ticket, as_agent=as_agent) else None
 
 
+async def show_request(
+    portal: Portal,
+    view: View,
+    account: AccountRow,
+    ticket: TicketRow,
+    status: int = 200,
+    errors: dict[str, str] | None = None,
+    values: dict[str, Any] | None = None,
+) -> Response:
+    """The request page (also with a rejected comment or share form: its
+    message next to the field, what was typed kept)."""
+
+    def load() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        with reading(portal.engine) as session:
+            data = portal_read.request_page(session, ticket.id)
+            people: list[dict[str, Any]] = []
+            if ticket.reporter_id == account.id or account.role == "agent":
+                reporter_org = data["reporter_organization_id"]
+                people = portal_read.colleagues(session, reporter_org, ticket.reporter_id)
+            return data, people
+
+    data, colleagues = await run_in_threadpool(load)
+    shown = {p["email"] for p in data["participants"]}
+    return portal.page(
+        view, "request.html.j2", status, ticket=data,
+        can_resolve=data["status"] not in ("resolved", "closed"),
+        can_reopen=data["status"] == "resolved",
+        can_comment=data["status"] != "closed" or account.role == "agent",
+        can_share=ticket.reporter_id == account.id or account.role == "agent",
+        share_choices=[p for p in colleagues if p["email"] not in shown],
+        upload_limit=portal.settings.web.max_upload_size,
+        errors=errors or {}, values=values or {}, error="error.form" if errors else None,
+    )
+
+
 def routes(portal: Portal) -> list[Route]:
-    blobs = make_blob_store(portal.settings.storage.blobs)
-    desk = Desk(portal.settings, blobs)
+    desk = portal.desk
+    blobs = desk.blobs
 
-    def signed_in(page: Callable[[Request, View, AccountRow], Awaitable[Response]]) -> Handler:
-        """The page for a signed-in account; anyone else to the sign-in
-        form, and back here after it."""
-
-        async def handler(request: Request) -> Response:
-            view = await portal.view(request)
-            if view.user is None:
-                target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-                return portal.redirect(view, f"/login?next={target}")
-            return await page(request, view, view.user.account)
-
-        return handler
-
-    @signed_in
+    @signed_in(portal)
     async def listing(request: Request, view: View, account: AccountRow) -> Response:
         params = request.query_params
         status = params.get("status") or ""
@@ -82,49 +101,14 @@ def routes(portal: Portal) -> list[Route]:
                            filters={"status": status, "scope": scope, "q": q},
                            has_org=account.organization_id is not None)
 
-    @signed_in
+    @signed_in(portal)
     async def detail(request: Request, view: View, account: AccountRow) -> Response:
-        ticket = await run_in_threadpool(_visible, portal, account, request.path_params["key"])
+        ticket = await run_in_threadpool(visible, portal, account, request.path_params["key"])
         if ticket is None:
             return await portal.not_found(request, Exception())
+        return await show_request(portal, view, account, ticket)
 
-        def load() -> dict[str, Any]:
-            with reading(portal.engine) as session:
-                return portal_read.request_page(session, ticket.id)
-
-        data = await run_in_threadpool(load)
-        can_resolve = access.customer_may_move(data["status"], "resolved") or account.role == "agent"
-        can_reopen = data["status"] == "resolved"
-        return portal.page(view, "request.html.j2", ticket=data, can_resolve=can_resolve and
-                           data["status"] not in ("resolved", "closed"), can_reopen=can_reopen)
-
-    @signed_in
-    async def set_status(request: Request, view: View, account: AccountRow) -> Response:
-        ticket = await run_in_threadpool(_visible, portal, account, request.path_params["key"])
-        if ticket is None:
-            return await portal.not_found(request, Exception())
-        form = await portal.form(view)
-        target = f"/requests/{ticket.key}"
-        if form is None:
-            return portal.redirect(view, target)
-        wanted = str(form.get("status", ""))
-        if wanted not in ("resolved", "waiting_for_support"):
-            return portal.redirect(view, target)
-
-        def change() -> str:
-            with connection(portal.engine) as conn:
-                current = repo.ticket_by_id(conn, ticket.id)
-                assert current is not None
-                try:
-                    operations.transition(conn, desk, Actor.of(account, "web"), current, wanted)
-                except operations.Forbidden:
-                    return "error.not_allowed"
-                return "request.resolved" if wanted == "resolved" else "request.reopened"
-
-        flash = await run_in_threadpool(change)
-        return portal.redirect(view, target, flash=flash)
-
-    @signed_in
+    @signed_in(portal)
     async def download(request: Request, view: View, account: AccountRow) -> Response:
         raw_id = request.path_params["id"]
         if not raw_id.isdigit() or len(raw_id) > 12:
@@ -169,7 +153,6 @@ def routes(portal: Portal) -> list[Route]:
     return [
         Route("/requests", listing),
         Route("/requests/{key}", detail),
-        Route("/requests/{key}/status", set_status, methods=["POST"]),
         Route("/attachments/{id}", download),
     ]
 
