@@ -539,9 +539,19 @@ def to_tomlish(data: dict[str, Any]) -> str:
 
 def _toml_body(table: dict[str, Any]) -> list[str]:
     return [
-        f"# {_toml_key(k)} is not set" if v is None else f"{_toml_key(k)} = {json.dumps(v)}"
+        f"# {_toml_key(k)} is not set" if v is None else f"{_toml_key(k)} = {_toml_value(v)}"
         for k, v in table.items()
     ]
+
+
+def _toml_value(value: Any) -> str:
+    """A value as TOML: tables inline (``[fields]`` options), the rest as
+    JSON, which TOML reads for strings, numbers, booleans and arrays."""
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(value)
 
 
 def _toml_key(key: str) -> str:

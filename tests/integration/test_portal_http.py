@@ -70,6 +70,7 @@ def site(app: App, tmp_path: Path) -> Iterator[Site]:
         "security": s.security.model_copy(update={
             "max_login_attempts_per_hour": 4, "max_client_requests_per_hour": 12,
         }),
+        "web": s.web.model_copy(update={"max_upload_size": 200_000}),  # oversize uploads in tests
     })
     desk = App(settings)
     desk.__dict__["engine"] = app.engine  # one engine (and database) for the desk and the portal
