@@ -234,15 +234,39 @@ class WebSettings(_Section):
 
 class FieldOption(_Section):
     """One choice of a list field: its stored value and its labels (empty:
-    the portal's own label for a known value, else the value itself)."""
+    the value itself)."""
 
     value: str = Field(pattern=r"^[a-z0-9][a-z0-9_]{0,39}$")
     de: str = ""
     en: str = ""
 
 
+# The built-in labels of the default options (de, en); an option configured
+# as a plain value takes these when it is one of them.
+KNOWN_OPTION_LABELS: dict[str, tuple[str, str]] = {
+    "chrome": ("Chrome", "Chrome"),
+    "firefox": ("Firefox", "Firefox"),
+    "edge": ("Edge", "Edge"),
+    "safari": ("Safari", "Safari"),
+    "other": ("Andere", "Other"),
+    "cloud": ("MOXIS Cloud", "MOXIS Cloud"),
+    "on_premises": ("On-Premises", "On premises"),
+    "private_cloud": ("Private Cloud", "Private cloud"),
+    "signing": ("Signieren", "Signing"),
+    "workflow": ("Workflow", "Workflow"),
+    "user_management": ("Benutzerverwaltung", "User management"),
+    "integrations": ("Integrationen", "Integrations"),
+    "mobile": ("Mobil", "Mobile"),
+}
+
+
+def _option(value: str) -> dict[str, str]:
+    de, en = KNOWN_OPTION_LABELS.get(value, (value, value))
+    return {"value": value, "de": de, "en": en}
+
+
 def _options(*values: str) -> tuple[FieldOption, ...]:
-    return tuple(FieldOption(value=v) for v in values)
+    return tuple(FieldOption(**_option(v)) for v in values)
 
 
 class FieldsSettings(_Section):
@@ -261,7 +285,7 @@ class FieldsSettings(_Section):
     @classmethod
     def _plain_values(cls, v: Any) -> Any:
         if isinstance(v, (list, tuple)):
-            return [{"value": o} if isinstance(o, str) else o for o in v]
+            return [_option(o) if isinstance(o, str) else o for o in v]
         return v
 
     @field_validator("browser", "hosting", "components")

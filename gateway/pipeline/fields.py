@@ -12,10 +12,12 @@ from __future__ import annotations
 import datetime as dt
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.domain import ParsedMail, Priority
+from gateway.settings import FieldOption, FieldsSettings
 
 # Headers this stage reads; the parser must keep them in ``ParsedMail.headers``.
 FIELD_HEADERS = frozenset({"x-priority", "importance", "priority", "x-msmail-priority"})
@@ -90,11 +92,12 @@ class ExtractedFields:
     default"."""
 
     priority: Priority | None = None
-    fields: dict[str, str] = field(default_factory=dict)
+    fields: dict[str, Any] = field(default_factory=dict)
 
 
-def extract_fields(mail: ParsedMail) -> ExtractedFields:
-    """Priority and custom fields from the top of the body, then headers."""
+def extract_fields(mail: ParsedMail, options: FieldsSettings | None = None) -> ExtractedFields:
+    """Priority and custom fields from the top of the body, then headers;
+    list fields and hosting matched to ``options`` (SPEC §2)."""
     result = ExtractedFields()
     text = mail.reply_text or mail.text
     for name, value in _leading_fields(text)[0]:
@@ -105,7 +108,38 @@ def extract_fields(mail: ParsedMail) -> ExtractedFields:
             result.fields[name] = _parse_date(value) if name == "first_occurred_at" else value
     if result.priority is None:
         result.priority = _priority_from_headers(mail)
+    if options is not None:
+        result.fields = match_options(result.fields, options)
     return result
+
+
+_LIST_SEPARATORS = re.compile(r"\s*(?:[,;/]|\bund\b|\band\b|&)\s*", re.IGNORECASE)
+
+
+def match_options(fields: dict[str, Any], options: FieldsSettings) -> dict[str, Any]:
+    """Values from mail as the form's options where they can be: "Firefox,
+    Edge" -> ``["firefox", "edge"]``, "MOXIS Cloud" -> ``"cloud"``; a part no
+    option matches is kept as the customer wrote it."""
+    out = dict(fields)
+    for name in ("browser", "components"):
+        value = out.get(name)
+        if isinstance(value, str):
+            parts = [p for p in _LIST_SEPARATORS.split(value) if p.strip()]
+            matched = [_match(p, getattr(options, name)) or p.strip() for p in parts]
+            out[name] = list(dict.fromkeys(matched))  # once each, in the customer's order
+    hosting = out.get("hosting")
+    if isinstance(hosting, str):
+        out["hosting"] = _match(hosting, options.hosting) or hosting
+    return out
+
+
+def _match(text: str, options: Sequence[FieldOption]) -> str | None:
+    wanted = _KEY_SEPARATORS.sub(" ", text).strip().casefold()
+    for option in options:
+        names = {option.value.replace("_", " "), option.de, option.en}
+        if wanted in {_KEY_SEPARATORS.sub(" ", n).strip().casefold() for n in names if n}:
+            return option.value
+    return None
 
 
 def strip_field_lines(text: str) -> str:

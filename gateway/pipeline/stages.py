@@ -84,7 +84,7 @@ class Stages:
             authenticated = trusted or authenticated_by(mail, self.trusted_authserv_id, spf=True)
             actor = apply.actor_for(sender, job.id, authenticated)
             request_type = self.settings.request_type_for(job.recipient)
-            fields = extract_fields(mail)
+            fields = extract_fields(mail, self.settings.fields)
             done = apply.create_ticket(conn, self.desk, actor, mail, sender, request_type, fields, match)
             return Disposition.created(done.ticket.key, done.ticket.id)
         done = apply.add_comment(conn, self.desk, apply.actor_for(sender, job.id, True), mail, sender, match)

@@ -313,11 +313,11 @@ def local_moment(iso: str | None, locale: str, zone: dt.tzinfo) -> str:
 
 
 def option_label(configured: dict[str, FieldOption], value: str, locale: str) -> str:
-    """A field option's label: configured under [fields], the portal's own
-    for a known value, else the value as stored (from mail: as given)."""
+    """A field option's label as configured under [fields] (or built in),
+    else the value as stored (from mail: as the customer wrote it)."""
     option = configured.get(value)
     label = (option.de if locale == "de" else option.en) if option else ""
-    return label or TEXTS.get(locale, {}).get(f"option.{value}", value)
+    return label or value
 
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")

@@ -193,8 +193,9 @@ def test_an_oversize_upload_keeps_the_other_fields(site: Site) -> None:
         assert reply.status_code == 400
         assert "Die Dateien sind zusammen zu groß" in reply.text and 'value="Großes Protokoll"' in reply.text
         # Far beyond the limit: refused outright, with the product's page, not a 500.
+        big = b"x" * (limit * 4 + 2**21)
         huge = file_form(client, "/requests/new/other", {"request_type": "other", "summary": "x"},
-                         files=[("attachments", ("big.bin", b"x" * (limit * 4 + 2**21), "application/octet-stream"))])
+                         files=[("attachments", ("big.bin", big, "application/octet-stream"))])
         assert huge.status_code == 413 and "zu groß" in huge.text
     with reading(site.desk.engine) as session:
         assert session.connection().exec_driver_sql("SELECT count(*) FROM ticket").scalar() == 3

@@ -101,7 +101,7 @@ def test_new_request_creates_ticket_with_fields_and_invitation(desk: App) -> Non
     assert t.summary == "Signatur schlägt fehl: Fehler E-4012"
     assert t.priority == "high"
     assert t.fields["moxis_domain"] == "moxis.bauwerk-ag.de"
-    assert t.fields["browser"] == "Firefox"
+    assert t.fields["browser"] == ["firefox"]  # matched to the form's option (SPEC §2)
     assert t.status == "waiting_for_support"
     assert t.request_type == "other"
     with Session(desk.engine) as s:

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from gateway.domain import Priority
-from gateway.pipeline.fields import MAX_VALUE_CHARS, ExtractedFields, extract_fields, strip_field_lines
+from gateway.pipeline.fields import (
+    MAX_VALUE_CHARS,
+    ExtractedFields,
+    extract_fields,
+    match_options,
+    strip_field_lines,
+)
+from gateway.settings import Settings
 from tests.mailfactory import fixture_bytes, make_mail, parsed_from_bytes
 
 
@@ -193,3 +200,23 @@ def test_strip_field_lines_only_fields() -> None:
 def test_long_body_only_top_is_scanned() -> None:
     text = "Browser: Edge\nHallo\n" + "Hosting: Cloud\n" * 100_000
     assert body(text).fields == {"browser": "Edge"}
+
+
+def test_values_from_mail_are_matched_to_the_forms_options() -> None:
+    options = Settings().fields
+    got = match_options({
+        "browser": "Firefox, Edge und Opera", "hosting": "MOXIS Cloud",
+        "components": "Signieren; User management", "moxis_domain": "moxis.example.com",
+    }, options)
+    assert got == {
+        "browser": ["firefox", "edge", "Opera"],  # what matches nothing stays as written
+        "hosting": "cloud",
+        "components": ["signing", "user_management"],
+        "moxis_domain": "moxis.example.com",
+    }
+    assert match_options({"hosting": "On-Premise", "browser": "chrome/CHROME"}, options) == {
+        "hosting": "On-Premise", "browser": ["chrome"]}
+    custom = Settings(fields={"browser": ["chrome", {"value": "ie", "de": "Internet Explorer",
+                                                      "en": "Internet Explorer"}]}).fields
+    assert match_options({"browser": "internet explorer, Chrome"}, custom) == {"browser": ["ie", "chrome"]}
+    assert custom.browser[0].de == "Chrome"  # a plain known value keeps its built-in labels
