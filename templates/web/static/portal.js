@@ -23,6 +23,8 @@
       });
       var option = select.options[select.selectedIndex];
       if (title && option) title.textContent = option.getAttribute("data-title") || option.textContent;
+      var hint = form.querySelector("[data-type-hint]");
+      if (hint && option) hint.textContent = option.getAttribute("data-hint") || "";
       if (window.history && history.replaceState) history.replaceState(null, "", form.action);
     });
   }
