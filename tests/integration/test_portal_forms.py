@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import update
 from test_portal_http import (
     Site,
     csrf,
@@ -22,8 +23,9 @@ from test_portal_http import (
 )
 from test_portal_requests import ANNA, EVE, KAI, LISA, SAM, browser, build
 
-from gateway.store.db import reading
+from gateway.store.db import connection, reading
 from gateway.store.read import get_ticket, ticket_history, ticket_json
+from gateway.store.repo import ORG
 
 FORM_FIELDS = {
     "other": {"request_type", "summary", "description", "attachments", "priority", "share_with"},
@@ -307,3 +309,29 @@ def test_sharing_from_the_request_page(site: Site) -> None:
     ]
     with browser(site, LISA) as client:  # now as a member of the organization
         assert client.get("/requests/SD-1").status_code == 200
+
+
+def test_signed_out_posts_go_to_sign_in_and_change_nothing(site: Site) -> None:
+    build(site)
+    with site.client() as client:
+        token = csrf(client.get("/login"))
+        for path, data in (("/requests/SD-1/comments", {"body": "anonym"}),
+                           ("/requests/SD-1/share", {"share_with": "org"}),
+                           ("/requests/new/other", {"summary": "anonym", "description": "x"})):
+            reply = client.post(path, data={"csrf_token": token, **data})
+            assert reply.status_code == 303 and reply.headers["location"].startswith("/login?next="), path
+    got = ticket(site, "SD-1")
+    assert got["organization"] is None and all(c["body"] != "anonym" for c in got["comments"])
+
+
+def test_the_organizations_default_decides_the_forms_sharing(site: Site) -> None:
+    build(site)
+    with connection(site.desk.engine) as conn:
+        conn.execute(update(ORG).values(share_by_default=True))
+    with browser(site, ANNA) as client:
+        page = client.get("/requests/new/other").text
+        assert 'value="org" selected' in page
+        assert file_form(client, "/requests/new/other", {
+            "request_type": "other", "summary": "Standard", "description": "geteilt?", "priority": "medium",
+            "share_with": "org"}).status_code == 303
+    assert ticket(site, "SD-4")["organization"] == "Bauwerk AG"
