@@ -138,6 +138,14 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("email", metavar="EMAIL")
     p = command(account, "signup", "cmd_account_signup", "send a signup confirmation link to an address")
     p.add_argument("email", metavar="EMAIL")
+    p = command(account, "create", "cmd_account_create",
+                "create an account (an agent gets a signup link by mail)")
+    p.add_argument("email", metavar="EMAIL")
+    p.add_argument("--role", choices=["agent", "customer"], default="customer")
+    p.add_argument("--name", default="", metavar="NAME", help="the account holder's name")
+    p.add_argument("--promote", action="store_true", help="make an existing customer an agent")
+    p = command(account, "disable", "cmd_account_disable", "disable an account (no sign-in; sessions end)")
+    p.add_argument("email", metavar="EMAIL")
     p = command(account, "unbounce", "cmd_account_unbounce",
                 "mail an address again that was marked bounced (it works again)")
     p.add_argument("email", metavar="EMAIL")
@@ -152,6 +160,12 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--status", choices=[s.value for s in TicketStatus])
     p.add_argument("--org", metavar="NAME")
     p.add_argument("--reporter", metavar="EMAIL")
+    p.add_argument("--assignee", metavar="EMAIL|none", help="an agent's tickets, or 'none': unassigned ones")
+    p.add_argument("--sort", choices=["key", "updated", "created", "priority"], default="key",
+                   help="key: oldest first (default); updated, created: newest first; "
+                   "priority: highest first")
+    p.add_argument("--limit", type=int, metavar="N", help="at most N tickets")
+    p.add_argument("--offset", type=int, default=0, metavar="N", help="skip the first N")
     p = command(ticket, "show", "cmd_ticket_show", "show one ticket with its comments", json_output=True)
     p.add_argument("key", metavar="KEY")
     p = command(ticket, "comment", "cmd_ticket_comment", "add a comment (text from --file or stdin)")
@@ -161,7 +175,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--file", metavar="F", help="UTF-8 text file ('-': stdin)")
     p = command(ticket, "transition", "cmd_ticket_transition", "set a ticket's status")
     p.add_argument("key", metavar="KEY")
-    p.add_argument("status", metavar="STATUS", choices=[s.value for s in TicketStatus])
+    statuses = [s.value for s in TicketStatus]
+    p.add_argument("status", metavar="STATUS", choices=statuses, help="one of: " + ", ".join(statuses))
     p.add_argument("--as", dest="as_email", metavar="EMAIL", help=who)
     p = command(ticket, "set", "cmd_ticket_set", "set a ticket's priority, request type or fields")
     p.add_argument("key", metavar="KEY")
@@ -178,6 +193,11 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         p.add_argument("key", metavar="KEY")
         p.add_argument("target", metavar="org|EMAIL", help="'org' (the reporter's org) or an address")
         p.add_argument("--as", dest="as_email", metavar="EMAIL", help=who)
+
+    p = command(ticket, "assign", "cmd_ticket_assign", "give a ticket to an agent, or to nobody")
+    p.add_argument("key", metavar="KEY")
+    p.add_argument("assignee", metavar="EMAIL|none", help="an agent's address, or 'none'")
+    p.add_argument("--as", dest="as_email", metavar="EMAIL", help=who)
 
     mail = group("mail", "the inbound mail log and quarantine")
     p = command(mail, "list", "cmd_mail_list", "list inbound mail", json_output=True)

@@ -233,15 +233,19 @@ def cmd_account_show(app: App, args: argparse.Namespace) -> int:
 
 def cmd_ticket_list(app: App, args: argparse.Namespace) -> int:
     with reading(app.engine) as session:
-        tickets = read.ticket_list(session, status=args.status, org=args.org, reporter=args.reporter)
+        tickets = read.ticket_list(
+            session, status=args.status, org=args.org, reporter=args.reporter, assignee=args.assignee,
+            sort=args.sort, limit=args.limit, offset=max(0, args.offset),
+        )
     if args.json:
         _print_json(tickets)
     else:
         _print_table(
-            ["key", "status", "priority", "type", "reporter", "organization", "updated", "summary"],
+            ["key", "status", "priority", "type", "reporter", "organization", "assignee", "updated",
+             "summary"],
             (
                 [t["key"], t["status"], t["priority"], t["request_type"], t["reporter"],
-                 t["organization"], _short_time(t["updated_at"]), t["summary"]]
+                 t["organization"], t["assignee"], _short_time(t["updated_at"]), t["summary"]]
                 for t in tickets
             ),
         )
@@ -363,6 +367,16 @@ def _field_assignment(text: str) -> tuple[str, Any]:
     return name, value
 
 
+def cmd_ticket_assign(app: App, args: argparse.Namespace) -> int:
+    from gateway.desk import operations
+
+    assignee = None if args.assignee.strip().lower() == "none" else args.assignee
+    done = app.operate(args.key, args.as_email, operations.assign, assignee)
+    key = done.ticket.key
+    print(f"{key}: assigned to {assignee or 'nobody'}" if done.changed else f"{key}: unchanged")
+    return EX_OK
+
+
 def cmd_ticket_share(app: App, args: argparse.Namespace) -> int:
     from gateway.desk import operations
 
@@ -479,6 +493,29 @@ def cmd_account_unbounce(app: App, args: argparse.Namespace) -> int:
         cleared = repo.clear_bounce(session.connection(), email)
     state = "no longer marked bounced; it gets mail again" if cleared else "was not marked bounced"
     print(f"{email}: {state}")
+    return EX_OK
+
+
+def cmd_account_create(app: App, args: argparse.Namespace) -> int:
+    from gateway import staff
+
+    app.ensure_schema()
+    try:
+        print(staff.create_account(app.engine, app.settings, args.email, role=args.role, name=args.name,
+                                   promote=args.promote))
+    except staff.StaffError as exc:
+        raise CommandError(str(exc)) from None
+    return EX_OK
+
+
+def cmd_account_disable(app: App, args: argparse.Namespace) -> int:
+    from gateway import staff
+
+    app.ensure_schema()
+    try:
+        print(staff.disable_account(app.engine, args.email))
+    except staff.StaffError as exc:
+        raise CommandError(str(exc)) from None
     return EX_OK
 
 

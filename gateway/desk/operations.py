@@ -1,5 +1,5 @@
 """The desk's operations on tickets: create, comment, transition, set
-priority / request type / fields, share and unshare.
+priority / request type / fields, assign, share and unshare.
 
 Every entry point calls these: the mail pipeline (``pipeline/apply.py``
 translates a parsed mail into them), the command line and the web. Each
@@ -304,6 +304,24 @@ def set_request_type(
     new = _choice(RequestType, request_type, "request type")
     _require_agent(actor, ticket, "request type")
     return _set_column(conn, actor, ticket, "request_type", ticket.request_type, new.value)
+
+
+def assign(conn: Connection, desk: Desk, actor: Actor, ticket: TicketRow, assignee: str | None) -> Done:
+    """Give the ticket to an agent (an address), or to nobody (None or
+    ""). Only agents assign, and only to agents who are not disabled."""
+    _require_agent(actor, ticket, "assignee")
+    person = _person(conn, assignee) if assignee else None
+    if person is not None and (person.role != "agent" or person.state == "disabled"):
+        raise Invalid(f"{person.email} is not an agent")
+    new_id = person.id if person is not None else None
+    if ticket.assignee_id == new_id:
+        return Done(ticket=ticket, changed=False)
+    before = repo.account_by_id(conn, ticket.assignee_id) if ticket.assignee_id is not None else None
+    repo.update_ticket(conn, ticket.id, assignee_id=new_id)
+    history = _History(ticket.id, actor)
+    history.add("assignee", before.email if before else None, person.email if person else None)
+    history.write(conn)
+    return Done(ticket=ticket)
 
 
 def _choice(kind: type[E], value: str, what: str) -> E:

@@ -76,6 +76,9 @@ class Ticket(SQLModel, table=True):
     priority: str = Field(default="medium", max_length=20)
     reporter_id: int = Field(foreign_key="account.id", index=True)
     organization_id: int | None = Field(default=None, foreign_key="organization.id", index=True)
+    # The agent who looks after it (None: nobody yet; notifications then go
+    # to desk.agent_notify).
+    assignee_id: int | None = Field(default=None, foreign_key="account.id", index=True)
     fields: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     message_id: str | None = Field(default=None, max_length=998)
     linked_key: str | None = Field(default=None, max_length=30)  # reply to a closed ticket

@@ -12,8 +12,8 @@ import datetime as dt
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import func, or_
-from sqlalchemy.orm import defer
+from sqlalchemy import case, func, or_
+from sqlalchemy.orm import aliased, defer
 from sqlmodel import Session, col, select
 
 from gateway.domain import MailStatus, OutboxStatus, normalize_address
@@ -163,10 +163,12 @@ def ticket_json(session: Session, ticket: Ticket) -> JsonDict:
         }
         for comment, email in rows
     ]
+    assignee = session.get(Account, ticket.assignee_id) if ticket.assignee_id else None
     return {
         **ticket_basics(ticket),
         "reporter": reporter.email if reporter else None,
         "organization": org.name if org else None,
+        "assignee": assignee.email if assignee else None,
         "participants": list(participants),
         "fields": dict(ticket.fields or {}),
         "message_id": ticket.message_id,
@@ -207,29 +209,58 @@ def ticket_history(session: Session, ticket: Ticket) -> list[JsonDict]:
     ]
 
 
+TICKET_SORTS = ("key", "updated", "created", "priority")
+_PRIORITY_RANK = {"blocker": 5, "critical": 4, "high": 3, "medium": 2, "low": 1}
+
+
 def ticket_list(
     session: Session,
     *,
     status: str | None = None,
     org: str | None = None,
     reporter: str | None = None,
+    assignee: str | None = None,
+    sort: str = "key",
+    limit: int | None = None,
+    offset: int = 0,
 ) -> list[JsonDict]:
-    """Tickets in key order, optionally filtered by status, organization
-    (a name, as ``find_org`` matches it) and reporter (an address); unknown
-    org or reporter raise NotFound rather than silently listing nothing."""
+    """Tickets, optionally filtered by status, organization (a name, as
+    ``find_org`` matches it), reporter (an address) and assignee (an
+    address, or ``none``); unknown org, reporter or assignee raise NotFound
+    rather than silently listing nothing. Sorted by key (oldest first), or
+    newest update / creation first, or highest priority first; paged with
+    ``limit`` and ``offset``."""
+    assigned = aliased(Account)
     stmt = (
-        select(Ticket, Account.email, Organization.name)
+        select(Ticket, Account.email, Organization.name, assigned.email)
         .join(Account, col(Account.id) == col(Ticket.reporter_id))
         .outerjoin(Organization, col(Organization.id) == col(Ticket.organization_id))
+        .outerjoin(assigned, col(assigned.id) == col(Ticket.assignee_id))
         .options(defer(Ticket.description), defer(Ticket.fields))  # type: ignore[arg-type]
-        .order_by(col(Ticket.number))
     )
+    if sort == "updated":
+        stmt = stmt.order_by(col(Ticket.updated_at).desc(), col(Ticket.number).desc())
+    elif sort == "created":
+        stmt = stmt.order_by(col(Ticket.created_at).desc(), col(Ticket.number).desc())
+    elif sort == "priority":
+        rank = case(_PRIORITY_RANK, value=col(Ticket.priority), else_=0)
+        stmt = stmt.order_by(rank.desc(), col(Ticket.number))
+    else:
+        stmt = stmt.order_by(col(Ticket.number))
     if status:
         stmt = stmt.where(Ticket.status == status)
     if org:
         stmt = stmt.where(Ticket.organization_id == get_org(session, org).id)
     if reporter:
         stmt = stmt.where(Ticket.reporter_id == get_account(session, reporter).id)
+    if assignee == "none":
+        stmt = stmt.where(col(Ticket.assignee_id).is_(None))
+    elif assignee:
+        stmt = stmt.where(Ticket.assignee_id == get_account(session, assignee).id)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    if offset:
+        stmt = stmt.offset(offset)
     return [
         {
             "key": ticket.key,
@@ -239,10 +270,11 @@ def ticket_list(
             "request_type": ticket.request_type,
             "reporter": email,
             "organization": org_name,
+            "assignee": assignee_email,
             "created_at": iso(ticket.created_at),
             "updated_at": iso(ticket.updated_at),
         }
-        for ticket, email, org_name in session.exec(stmt)
+        for ticket, email, org_name, assignee_email in session.exec(stmt)
     ]
 
 

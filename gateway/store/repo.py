@@ -82,6 +82,7 @@ class TicketRow:
     organization_id: int | None
     priority: str
     request_type: str
+    assignee_id: int | None = None
 
 
 ACCOUNT_COLS = [ACCOUNT.c[f] for f in AccountRow.__dataclass_fields__]
@@ -262,6 +263,14 @@ def set_account_name(conn: Connection, account_id: int, name: str) -> None:
     conn.execute(_SET_ACCOUNT_NAME, {"b_id": account_id, "name": name})
 
 
+def set_account_role(conn: Connection, account_id: int, role: str) -> None:
+    conn.execute(update(ACCOUNT).where(ACCOUNT.c.id == account_id).values(role=role))
+
+
+def set_account_state(conn: Connection, account_id: int, state: str) -> None:
+    conn.execute(update(ACCOUNT).where(ACCOUNT.c.id == account_id).values(state=state))
+
+
 def activate_account(conn: Connection, account_id: int, name: str, password_hash: str) -> str | None:
     """An ``unverified`` account becomes ``active`` with its name and
     password; returns its address, or None (and changes nothing) when it is
@@ -384,7 +393,7 @@ def insert_ticket(conn: Connection, **values: Any) -> TicketRow:
     v = values
     return TicketRow(
         new_id, v["number"], v["key"], v["status"], v["reporter_id"], v["organization_id"], v["priority"],
-        v["request_type"],
+        v["request_type"], v.get("assignee_id"),
     )
 
 

@@ -13,7 +13,7 @@ from starlette.staticfiles import StaticFiles
 from gateway.outbound.templates import template_dir
 from gateway.settings import Settings
 from gateway.store.db import make_engine
-from gateway.web import accounts, home, new_request, request_actions, requests
+from gateway.web import accounts, agent, home, new_request, request_actions, requests
 from gateway.web.portal import Portal
 from gateway.web.security import SecurityHeaders
 
@@ -27,6 +27,7 @@ def make_app(settings: Settings, engine: Engine | None = None) -> Starlette:
         *new_request.routes(portal),
         *requests.routes(portal),
         *request_actions.routes(portal),
+        *agent.routes(portal),
         Route("/static/theme.css", portal.theme),
         Mount("/static", app=StaticFiles(directory=str(template_dir("web") / "static")), name="static"),
     ]

@@ -113,7 +113,7 @@ def check(form: FormData, settings: Settings, account: AccountRow, ctx: Context,
             errors["share_with"] = "error.colleague"
     draft.share_with = share
     if draft.request_type == "technical_support":
-        _technical_fields(draft, settings, now)
+        technical_fields(draft, settings, now)
     elif draft.request_type == "suggest_improvement":
         responsible = normalize_address(values["responsible_user"] or account.email)
         if responsible != account.email and not ctx.colleague(responsible):
@@ -122,7 +122,9 @@ def check(form: FormData, settings: Settings, account: AccountRow, ctx: Context,
     return draft
 
 
-def _technical_fields(draft: Draft, settings: Settings, now: dt.datetime) -> None:
+def technical_fields(draft: Draft, settings: Settings, now: dt.datetime) -> None:
+    """The technical-support fields of ``draft.values`` checked into
+    ``draft.fields`` (or ``draft.errors``); the agents' page uses it too."""
     values, errors, fields = draft.values, draft.errors, draft.fields
     domain = values["moxis_domain"].lower()
     domain = re.sub(r"^https?://", "", domain).split("/")[0]

@@ -39,7 +39,7 @@ RAW = b"From: anna@bauwerk-ag.de\r\nSubject: Fehler\r\nMessage-ID: <m1@bauwerk-a
 
 TICKET_SHOW_KEYS = {
     "key", "summary", "description", "request_type", "status", "priority", "reporter",
-    "organization", "participants", "fields", "message_id", "created_at", "updated_at",
+    "organization", "assignee", "participants", "fields", "message_id", "created_at", "updated_at",
     "attachments", "comments", "history",
 }
 MAIL_KEYS = {"id", "received_at", "source", "message_id", "from", "status", "disposition", "ticket", "error"}
@@ -199,13 +199,15 @@ def test_ticket_list_and_filters(config: str, seed: Seed, capsys: pytest.Capture
     assert items[0] == {
         "key": "SD-12", "summary": "Signatur schlägt fehl", "status": "waiting_for_support",
         "priority": "high", "request_type": "technical_support", "reporter": "anna@bauwerk-ag.de",
-        "organization": "Bauwerk AG", "created_at": "2026-11-27T09:30:00+00:00",
+        "organization": "Bauwerk AG", "assignee": None, "created_at": "2026-11-27T09:30:00+00:00",
         "updated_at": "2026-11-27T10:30:00+00:00",
     }
     keys = lambda *a: [t["key"] for t in run_json(capsys, "--config", config, "ticket", "list", *a)]  # noqa: E731
     assert keys("--status", "resolved") == ["SD-13"]
     assert keys("--org", "Bauwerk AG") == ["SD-12"]
     assert keys("--reporter", "KAI@bauwerk-ag.de") == ["SD-13"]
+    assert keys("--limit", "1") == ["SD-12"] and keys("--limit", "1", "--offset", "1") == ["SD-13"]
+    assert keys("--assignee", "none") == ["SD-12", "SD-13"]
 
     code, out, _ = run(capsys, "--config", config, "ticket", "list")
     assert code == 0

@@ -1,0 +1,246 @@
+"""What the agents' workspace reads (SPEC §6 ``/agent``): the queue with
+its filters, sorting, paging and counts per status, and one ticket with
+everything — internal notes, the mail behind each entry and how it was
+threaded, participants, the history. Only agents get here (the web checks
+the role before calling)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, and_, case, func, or_, select as sa_select
+from sqlalchemy.orm import aliased, defer
+from sqlmodel import Session, col, select
+
+from gateway.store.models import (
+    Account,
+    Attachment,
+    Comment,
+    InboundMail,
+    Organization,
+    Ticket,
+    TicketParticipant,
+)
+from gateway.store.read import iso, ticket_basics, ticket_history
+from gateway.store.repo import TICKET
+
+OPEN = ("waiting_for_support", "waiting_for_customer")
+STATUSES = ("waiting_for_support", "waiting_for_customer", "resolved", "closed")
+SORTS = ("updated", "created", "priority")
+_PRIORITY_RANK = {"blocker": 5, "critical": 4, "high": 3, "medium": 2, "low": 1}
+
+
+@dataclass
+class QueueFilter:
+    """The queue's filters; empty strings mean "any". ``status`` is a
+    status, ``open`` (the default: waiting for support or for the customer)
+    or ``all``; ``assignee`` is ``me``, ``none`` or an agent's address."""
+
+    status: str = "open"
+    priority: str = ""
+    request_type: str = ""
+    organization: str = ""  # an organization's name
+    assignee: str = ""
+    q: str = ""
+    sort: str = "updated"
+
+
+def queue(
+    session: Session, f: QueueFilter, me_id: int, *, limit: int = 50, offset: int = 0
+) -> tuple[list[dict[str, Any]], int, dict[str, int]]:
+    """A page of the queue, how many match, and how many match per status
+    (the other filters applied). Waiting-for-support tickets come first,
+    then by the sort: last update or creation (newest first) or priority
+    (highest first)."""
+    conditions: list[Any] = []
+    if f.priority:
+        conditions.append(col(Ticket.priority) == f.priority)
+    if f.request_type:
+        conditions.append(col(Ticket.request_type) == f.request_type)
+    if f.organization:
+        org_ids = select(Organization.id).where(Organization.name == f.organization)
+        conditions.append(col(Ticket.organization_id).in_(org_ids))
+    if f.assignee == "me":
+        conditions.append(col(Ticket.assignee_id) == me_id)
+    elif f.assignee == "none":
+        conditions.append(col(Ticket.assignee_id).is_(None))
+    elif f.assignee:
+        agent_ids = select(Account.id).where(Account.email == f.assignee)
+        conditions.append(col(Ticket.assignee_id).in_(agent_ids))
+    words = f.q.strip()
+    if words:
+        reporter_ids = select(Account.id).where(col(Account.email).ilike(f"%{words}%"))
+        terms = [col(Ticket.summary).ilike(f"%{w}%") for w in words.split()[:8]]
+        conditions.append(or_(
+            col(Ticket.key) == words.upper(), and_(*terms), col(Ticket.reporter_id).in_(reporter_ids),
+        ))
+    counts = {
+        status: int(n)
+        for status, n in session.exec(
+            select(Ticket.status, func.count()).where(*conditions).group_by(col(Ticket.status))
+        ).all()
+    }
+    if f.status == "open":
+        conditions.append(col(Ticket.status).in_(OPEN))
+    elif f.status in STATUSES:
+        conditions.append(col(Ticket.status) == f.status)
+    total = (
+        sum(counts.get(s, 0) for s in OPEN) if f.status == "open"
+        else counts.get(f.status, 0) if f.status in STATUSES else sum(counts.values())
+    )
+    reporter = aliased(Account)
+    assignee = aliased(Account)
+    waiting_first = case((col(Ticket.status) == "waiting_for_support", 0), else_=1)
+    if f.sort == "created":
+        order = [col(Ticket.created_at).desc()]
+    elif f.sort == "priority":
+        rank = case(_PRIORITY_RANK, value=col(Ticket.priority), else_=0)
+        order = [rank.desc(), col(Ticket.updated_at).desc()]
+    else:
+        order = [col(Ticket.updated_at).desc()]
+    # SQLAlchemy's own select: SQLModel's is typed for at most four columns.
+    rows = session.execute(
+        sa_select(Ticket, col(reporter.email), col(reporter.name), col(Organization.name),
+                  col(assignee.email), col(assignee.name))
+        .join(reporter, col(reporter.id) == col(Ticket.reporter_id))
+        .join(Organization, col(Organization.id) == col(Ticket.organization_id), isouter=True)
+        .join(assignee, col(assignee.id) == col(Ticket.assignee_id), isouter=True)
+        .where(*conditions)
+        .options(defer(Ticket.description), defer(Ticket.fields))  # type: ignore[arg-type]
+        .order_by(waiting_first, *order, col(Ticket.id).desc())
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    return [
+        {
+            "key": t.key, "summary": t.summary, "status": t.status, "priority": t.priority,
+            "request_type": t.request_type, "reporter": r_email, "reporter_name": r_name,
+            "organization": org_name, "assignee": a_email, "assignee_name": a_name,
+            "created_at": iso(t.created_at), "updated_at": iso(t.updated_at),
+        }
+        for t, r_email, r_name, org_name, a_email, a_name in rows
+    ], total, counts
+
+
+def agents(session: Session) -> list[dict[str, Any]]:
+    """The agents a ticket may be assigned to (not disabled), by name."""
+    rows = session.exec(
+        select(Account.email, Account.name)
+        .where(Account.role == "agent")
+        .where(Account.state != "disabled")
+        .order_by(func.lower(func.coalesce(func.nullif(Account.name, ""), Account.email)))
+        .limit(1000)
+    ).all()
+    return [{"email": e, "name": n} for e, n in rows]
+
+
+def organization_names(session: Session) -> list[str]:
+    return list(session.exec(select(Organization.name).order_by(col(Organization.name)).limit(5000)).all())
+
+
+def agent_ticket(session: Session, ticket_id: int) -> dict[str, Any]:
+    """Everything about one ticket: its fields, reporter, organization,
+    assignee, participants, every comment (internal ones marked) with its
+    files and the mail it came from, and the history."""
+    ticket = session.get(Ticket, ticket_id)
+    assert ticket is not None
+    reporter = session.get(Account, ticket.reporter_id)
+    org = session.get(Organization, ticket.organization_id) if ticket.organization_id else None
+    reporter_org = (
+        session.get(Organization, reporter.organization_id) if reporter and reporter.organization_id else None
+    )
+    assignee = session.get(Account, ticket.assignee_id) if ticket.assignee_id else None
+    participants = session.exec(
+        select(Account.email, Account.name)
+        .join(TicketParticipant, col(TicketParticipant.account_id) == col(Account.id))
+        .where(TicketParticipant.ticket_id == ticket_id)
+        .order_by(col(Account.email))
+    ).all()
+    comments = session.exec(
+        select(Comment, Account.email, Account.name, Account.role)
+        .join(Account, col(Account.id) == col(Comment.author_id))
+        .where(Comment.ticket_id == ticket_id)
+        .order_by(col(Comment.created_at), col(Comment.id))
+    ).all()
+    files: dict[int | None, list[dict[str, Any]]] = {}
+    for a in session.exec(
+        select(Attachment).where(Attachment.ticket_id == ticket_id).order_by(col(Attachment.id))
+    ).all():
+        files.setdefault(a.comment_id, []).append(
+            {"id": a.id, "filename": a.filename, "content_type": a.content_type, "size": a.size,
+             "inline": a.inline}
+        )
+    mail_ids = {c.inbound_mail_id for c, *_ in comments if c.inbound_mail_id} | (
+        {ticket.source_mail_id} if ticket.source_mail_id else set()
+    )
+    mails = {
+        m.id: {"id": m.id, "from": m.from_addr, "subject": m.subject, "message_id": m.message_id,
+               "received_at": iso(m.received_at), "source": m.source, "trusted": m.trusted}
+        for m in session.exec(
+            select(InboundMail).where(col(InboundMail.id).in_(mail_ids))
+            .options(defer(InboundMail.raw_inline))  # type: ignore[arg-type]
+        ).all()
+    } if mail_ids else {}
+    return {
+        **ticket_basics(ticket),
+        "id": ticket.id,
+        "fields": dict(ticket.fields or {}),
+        "reporter": reporter.email if reporter else "",
+        "reporter_name": reporter.name if reporter else "",
+        "reporter_state": reporter.state if reporter else "",
+        "reporter_organization": reporter_org.name if reporter_org else None,
+        "organization": org.name if org else None,
+        "assignee": assignee.email if assignee else None,
+        "assignee_name": assignee.name if assignee else None,
+        "participants": [{"email": e, "name": n} for e, n in participants],
+        "created_at": iso(ticket.created_at),
+        "updated_at": iso(ticket.updated_at),
+        "version": iso(ticket.updated_at),
+        "linked_key": ticket.linked_key,
+        "mail": mails.get(ticket.source_mail_id) if ticket.source_mail_id else None,
+        "threaded_by": ticket.threaded_by,
+        "attachments": files.get(None, []),
+        "comments": [
+            {
+                "id": c.id, "author": email, "author_name": name, "agent": role == "agent",
+                "internal": not c.public, "body": c.body, "source": c.source,
+                "created_at": iso(c.created_at), "attachments": files.get(c.id, []),
+                "mail": mails.get(c.inbound_mail_id) if c.inbound_mail_id else None,
+                "threaded_by": c.threaded_by,
+            }
+            for c, email, name, role in comments
+        ],
+        "history": ticket_history(session, ticket),
+    }
+
+
+def changes_since(session: Session, ticket_id: int, version: str) -> list[dict[str, Any]]:
+    """The history entries after ``version`` (a ticket's ``updated_at`` as
+    the agent's form saw it): what "changed meanwhile" means."""
+    ticket = session.get(Ticket, ticket_id)
+    assert ticket is not None
+    return [h for h in ticket_history(session, ticket) if (h["at"] or "") > version]
+
+
+def mail_of_ticket(session: Session, mail_id: int, ticket_id: int) -> InboundMail | None:
+    """An inbound mail, when it belongs to the ticket (its source or one of
+    its comments'): the raw-message link on the ticket page shows nothing
+    else."""
+    mail = session.get(InboundMail, mail_id)
+    if mail is None:
+        return None
+    ticket = session.get(Ticket, ticket_id)
+    if ticket is not None and ticket.source_mail_id == mail_id:
+        return mail
+    on_ticket = session.exec(
+        select(Comment.id).where(Comment.ticket_id == ticket_id).where(Comment.inbound_mail_id == mail_id)
+    ).first()
+    return mail if on_ticket is not None else None
+
+
+def ticket_version(conn: Connection, ticket_id: int) -> str | None:
+    """The ticket's ``updated_at`` as the agent's form carries it (its
+    version): read in the saving transaction, compared before any change."""
+    value = conn.execute(sa_select(TICKET.c.updated_at).where(TICKET.c.id == ticket_id)).scalar_one_or_none()
+    return iso(value)
