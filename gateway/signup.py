@@ -122,18 +122,19 @@ def recent_signup_mail(conn: Connection, address: str, now: dt.datetime) -> bool
     return outbox.mails_to_since(conn, address, SIGNUP_TEMPLATES, now - REPEAT_INTERVAL) > 0
 
 
-def request_signup(engine: Engine, settings: Settings, email: str) -> None:
+def request_signup(engine: Engine, settings: Settings, email: str, locale: str | None = None) -> None:
     """Queue a ``signup_confirmation`` for ``email`` when that makes sense
     (an unverified or new address, nothing of the kind sent in the last
     day). Says nothing either way: the caller's output must not reveal
-    whether the address has an account."""
+    whether the address has an account. ``locale``: the language the
+    person asked in (the portal's page), for a new account and its mail."""
     address = normalize_address(email)
     if not is_email(address):
         raise SignupError(f"not an e-mail address: {email!r}")
     with connection(engine) as conn:
         account = repo.account_by_email(conn, address)
         if account is None:
-            account = create_account(conn, address, "", settings.desk.default_locale, settings)
+            account = create_account(conn, address, "", locale or settings.desk.default_locale, settings)
         now = utcnow()
         if account.state == AccountState.active:
             # Someone (perhaps its owner) asks again: point to sign-in and

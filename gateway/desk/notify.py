@@ -160,6 +160,10 @@ def status_changed(
     else:
         return []
     data: dict[str, object] = {"ticket_key": ticket.key, "event": event}
+    if actor is not None and actor.role != "agent":
+        # A customer (the reporter, a colleague) did it, not the desk: the
+        # mail says who.
+        data["by"] = actor.name or actor.email
     ids = [ticket.reporter_id, *repo.participant_ids(conn, ticket.id)]
     if actor is not None:
         ids = [i for i in ids if i != actor.id]

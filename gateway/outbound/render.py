@@ -228,6 +228,11 @@ class MailContext:
     message_id: str
     in_reply_to: str | None
     references: tuple[str, ...]
+    # The recipient reported the ticket ("your request"), or is on it
+    # through sharing ("the request").
+    own: bool = True
+    # Who changed the status, when a customer did (a colleague, not the desk).
+    by: str | None = None
 
 
 def load_context(
@@ -244,10 +249,12 @@ def load_context(
     locale = row.locale if row.locale in LOCALES else settings.desk.default_locale
     key = summary = comment = author = None
     ticket_mid: str | None = None
+    own = True
     if row.ticket_id is not None:
         t = outbox.ticket_for_mail(conn, row.ticket_id)
         if t is not None:
             key, ticket_mid = t.key, t.message_id
+            own = t.reporter_email == row.to_addr
             if verified:
                 summary = clean_header_text(t.summary or "")
     if key is None:
@@ -282,6 +289,8 @@ def load_context(
         message_id=message_id,
         in_reply_to=in_reply_to,
         references=references,
+        own=own,
+        by=clean_header_text(by, 100) if verified and isinstance(by := row.data.get("by"), str) else None,
     )
 
 
@@ -343,6 +352,8 @@ class Renderer:
             "comment": ctx.comment,
             "author": ctx.author,
             "event": ctx.event,
+            "own": ctx.own,
+            "by": ctx.by,
             "signup_url": ctx.signup_url,  # the mail's link (signup or password reset)
             "token_hours": settings.security.signup_token_hours,
             "reset_hours": settings.security.reset_token_hours,

@@ -58,6 +58,7 @@ class TicketForMail:
     key: str
     summary: str
     message_id: str | None
+    reporter_email: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,8 +114,10 @@ _QUEUED_TO = (
     .where(OUTBOX.c.template.in_(bindparam("b_templates", expanding=True)))
     .where(OUTBOX.c.created_at >= bindparam("b_since"))
 )
-_TICKET_FOR_MAIL = select(TICKET.c.key, TICKET.c.summary, TICKET.c.message_id).where(
-    TICKET.c.id == bindparam("b_id")
+_TICKET_FOR_MAIL = (
+    select(TICKET.c.key, TICKET.c.summary, TICKET.c.message_id, ACCOUNT.c.email)
+    .join(ACCOUNT, ACCOUNT.c.id == TICKET.c.reporter_id)
+    .where(TICKET.c.id == bindparam("b_id"))
 )
 _COMMENT_FOR_MAIL = (
     select(COMMENT.c.body, COMMENT.c.public, COMMENT.c.message_id, ACCOUNT.c.name, ACCOUNT.c.email,

@@ -61,7 +61,7 @@ def routes(portal: Portal) -> list[Route]:
             # anything either), but nothing is sent.
             return portal.page(view, "sent.html.j2", 429, kind="signup", email=address,
                                hours=settings.security.signup_token_hours, error="error.rate")
-        await run_in_threadpool(signup.request_signup, portal.engine, settings, address)
+        await run_in_threadpool(signup.request_signup, portal.engine, settings, address, view.locale)
         return portal.page(view, "sent.html.j2", kind="signup", email=address,
                            hours=settings.security.signup_token_hours)
 

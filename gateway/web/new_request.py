@@ -133,6 +133,8 @@ def technical_fields(draft: Draft, settings: Settings, now: dt.datetime) -> None
             fields["moxis_domain"] = domain
         else:
             errors["moxis_domain"] = "error.domain"
+    elif values["moxis_domain"]:  # "https://" and nothing after it
+        errors["moxis_domain"] = "error.domain"
     when = values["first_occurred_at"]
     if when:
         try:
@@ -145,7 +147,7 @@ def technical_fields(draft: Draft, settings: Settings, now: dt.datetime) -> None
             if moment > now + dt.timedelta(hours=1):
                 errors["first_occurred_at"] = "error.future"
             elif moment.year < 2000:
-                errors["first_occurred_at"] = "error.datetime"
+                errors["first_occurred_at"] = "error.too_early"
             else:
                 fields["first_occurred_at"] = moment.replace(second=0, microsecond=0).isoformat()
     for name in LIST_FIELDS:
@@ -184,7 +186,7 @@ def routes(portal: Portal) -> list[Route]:
             priorities=PRIORITIES, choices=choices, org=ctx.org, colleagues=ctx.colleagues,
             values=values, errors=errors or {}, notice=notice, me=account.email,
             upload_limit=settings.web.max_upload_size, timezone=settings.desk.timezone,
-            error="error.form" if errors else None,
+            error="error.form" if errors and not notice else None,
         )
 
     @signed_in(portal)
@@ -206,11 +208,14 @@ def routes(portal: Portal) -> list[Route]:
                         errors={"csrf_token": "error.csrf"})
         draft = check(form, settings, account, ctx, dt.datetime.now(dt.UTC))
         posted_type = draft.values["request_type"]
+        uploads = await read_uploads(form, "attachments", settings.web.max_upload_size)
         if posted_type in TYPES and (posted_type != request_type or form.get("switch")):
             # The category was changed without JavaScript: the other form,
-            # with what was typed; nothing is filed yet.
-            return show(view, account, ctx, draft.request_type, draft.values, notice="form.switched")
-        uploads = await read_uploads(form, "attachments", settings.web.max_upload_size)
+            # with what was typed; nothing is filed yet. Browsers cannot
+            # keep chosen files across pages: say so next to the field.
+            errors = {"attachments": "error.files_again"} if uploads.files or uploads.error else None
+            return show(view, account, ctx, draft.request_type, draft.values, notice="form.switched",
+                        errors=errors, status=200)
         if uploads.error:
             draft.errors["attachments"] = uploads.error
         elif uploads.files and draft.errors:

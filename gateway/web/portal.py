@@ -16,7 +16,7 @@ import zoneinfo
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import jinja2
 from sqlalchemy import Engine
@@ -87,7 +87,9 @@ class Portal:
         )
         zone = zoneinfo.ZoneInfo(settings.desk.timezone)
         self.env.filters["day"] = lambda iso, locale: local_day(iso, locale, zone)
-        self.env.filters["filesize"] = filesize
+        # Sizes in the page's language (293,0 KB in German): the locale comes from the context.
+        self.env.filters["filesize"] = jinja2.pass_context(
+            lambda ctx, size: filesize(size, ctx.get("locale", "en")))
         self.env.filters["known"] = lambda key, locale: key in TEXTS.get(locale, {})
         configured = {o.value: o for name in ("browser", "hosting", "components")
                       for o in getattr(settings.fields, name)}
@@ -173,6 +175,7 @@ class Portal:
             "desk_name": self.settings.desk.name,
             "desk_address": self.settings.desk.addresses[0],
             "path": view.request.url.path,
+            "lang_base": lang_base(view.request),
             "flash": view.t(view.flash) if view.flash else None,
             "errors": {},
             "values": {},
@@ -235,6 +238,7 @@ class Portal:
         html = self.env.get_template("error.html.j2").render(
             t=lambda key, **v: translate(locale, key, **v), locale=locale, user=None, csrf_token="",
             desk_name=self.settings.desk.name, desk_address=self.settings.desk.addresses[0], path="",
+            lang_base="/?",
             flash=None, errors={}, values={}, error=None,
             title=translate(locale, "page.500.title"), text=translate(locale, "page.500.text"),
         )
@@ -280,12 +284,13 @@ def signed_in(portal: Portal) -> Callable[[Page], Handler]:
     return wrap
 
 
-def filesize(size: int) -> str:
+def filesize(size: int, locale: str = "en") -> str:
+    """15 B, 293.0 KB (en) or 293,0 KB (de)."""
     if size < 1024:
         return f"{size} B"
-    if size < 1024 * 1024:
-        return f"{size / 1024:.1f} KB"
-    return f"{size / 1024 / 1024:.1f} MB"
+    number, unit = (size / 1024, "KB") if size < 1024 * 1024 else (size / 1024 / 1024, "MB")
+    text = f"{number:.1f}"
+    return f"{text.replace('.', ',') if locale == 'de' else text} {unit}"
 
 
 def local_day(iso: str | None, locale: str, zone: dt.tzinfo) -> str:
@@ -325,6 +330,26 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 
 def _known(locale: str | None) -> str | None:
     return locale if locale in LOCALES else None
+
+
+# Routes that only take a POST: a page rendered from one (a form with
+# errors) switches language on the page the form belongs to.
+_POST_ONLY = frozenset({"comments", "share", "status", "reply", "update"})
+
+
+def lang_base(request: Request) -> str:
+    """The current page's address, ready for ``lang=…``: its other query
+    parameters kept (a filtered list stays filtered); after a POST, the page
+    that showed the form."""
+    path = request.url.path
+    query = ""
+    if request.method == "GET":
+        query = urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "lang"])
+    else:
+        head, _, last = path.rpartition("/")
+        if last in _POST_ONLY:
+            path = head or "/"
+    return f"{path}?{query}&" if query else f"{path}?"
 
 
 def local_path(target: str | None) -> str:

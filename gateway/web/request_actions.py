@@ -82,6 +82,8 @@ def routes(portal: Portal) -> list[Route]:
             return portal.redirect(view, target)
         raw = form.get("share_with")
         remove = form.get("remove")
+        if raw is None and not remove:  # nothing chosen (a person form's placeholder)
+            return portal.redirect(view, target)
         share_with = raw.strip()[:320] if isinstance(raw, str) else ""
         try:
             if isinstance(remove, str) and remove:

@@ -210,8 +210,10 @@ def test_the_category_switches_without_javascript(site: Site) -> None:
     with browser(site, ANNA) as client:
         reply = file_form(client, "/requests/new/other", {
             "request_type": "technical_support", "summary": "Fehler beim Login", "description": "Seit heute",
-            "priority": "high", "switch": "1"})
+            "priority": "high", "switch": "1"}, files=[("attachments", ("log.txt", b"log", "text/plain"))])
         assert reply.status_code == 200 and "Das Formular wurde gewechselt" in reply.text
+        # The file did not survive the switch (browsers cannot keep it): said next to its field.
+        assert "Bitte wählen Sie die Dateien noch einmal aus" in reply.text
         assert 'action="/requests/new/technical_support"' in reply.text
         assert 'value="Fehler beim Login"' in reply.text and "moxis_domain" in names_in(reply.text)
     with reading(site.desk.engine) as session:
@@ -335,3 +337,32 @@ def test_the_organizations_default_decides_the_forms_sharing(site: Site) -> None
             "request_type": "other", "summary": "Standard", "description": "geteilt?", "priority": "medium",
             "share_with": "org"}).status_code == 303
     assert ticket(site, "SD-4")["organization"] == "Bauwerk AG"
+
+
+def test_a_colleagues_status_change_is_told_as_theirs(site: Site) -> None:
+    build(site)
+    site.mails()
+    with browser(site, ANNA) as client:
+        page = client.get("/requests/SD-1")
+        client.post("/requests/SD-1/status", data={"csrf_token": csrf(page), "status": "resolved"})
+    kai = [m for m in site.mails() if to(m) == KAI]
+    assert len(kai) == 1
+    text = text_of(kai[0])
+    assert "Anna hat die Anfrage SD-1" in text and "wir haben" not in text
+    assert f"{site.url}/requests/SD-1" in text
+
+
+def test_language_links_keep_the_page(site: Site) -> None:
+    build(site)
+    with browser(site, ANNA) as client:
+        listed = client.get("/requests?status=all&q=Signatur").text
+        assert 'href="/requests?status=all&amp;q=Signatur&amp;lang=en"' in listed
+        page = client.get("/requests/SD-1")
+        failed = client.post("/requests/SD-1/comments", data={"csrf_token": csrf(page), "body": ""})
+        assert failed.status_code == 400
+        assert 'href="/requests/SD-1?lang=en"' in failed.text  # not the POST-only address
+    with site.client() as client:
+        english = client.get("/signup?lang=en")
+        client.post("/signup", data={"csrf_token": csrf(english), "email": "new@kunde.example"})
+    mails = [m for m in site.mails() if to(m) == "new@kunde.example"]
+    assert len(mails) == 1 and "Please confirm" in str(mails[0]["Subject"])

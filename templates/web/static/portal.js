@@ -23,6 +23,7 @@
       });
       var option = select.options[select.selectedIndex];
       if (title && option) title.textContent = option.getAttribute("data-title") || option.textContent;
+      if (option) document.title = document.title.replace(/ · [^·]+ · /, " · " + (option.getAttribute("data-title") || option.textContent) + " · ");
       var hint = form.querySelector("[data-type-hint]");
       if (hint && option) hint.textContent = option.getAttribute("data-hint") || "";
       if (window.history && history.replaceState) history.replaceState(null, "", form.action);
@@ -36,10 +37,12 @@
     var limit = parseInt(form.getAttribute("data-upload-limit") || "0", 10);
     var canAssign = typeof DataTransfer === "function";
 
+    var lang = document.documentElement.lang || "en";
+    function one(x) { return x.toLocaleString(lang, { minimumFractionDigits: 1, maximumFractionDigits: 1 }); }
     function size(n) {
       if (n < 1024) return n + " B";
-      if (n < 1048576) return (n / 1024).toFixed(1) + " KB";
-      return (n / 1048576).toFixed(1) + " MB";
+      if (n < 1048576) return one(n / 1024) + " KB";
+      return one(n / 1048576) + " MB";
     }
 
     function set(fileList) {
@@ -105,6 +108,9 @@
       }
     });
   }
+
+  // What only works with script (pasting) is mentioned only with it.
+  document.querySelectorAll("[data-js-only]").forEach(function (el) { el.hidden = false; });
 
   document.querySelectorAll("form[data-request-form], form[data-comment-form]").forEach(function (form) {
     switcher(form);
