@@ -176,6 +176,9 @@ class OutboundSettings(_Section):
     # its rows back when the lease runs out. Must exceed one send attempt.
     lease_seconds: int = Field(default=600, gt=0)
     batch_size: int = Field(default=50, gt=0)
+    # An agent's public reply carries its files as attachments up to this
+    # many bytes together; the rest (or all, with 0) as links to the portal.
+    max_attachments_size: int = Field(default=10_485_760, ge=0)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -43,6 +43,7 @@ from gateway.outbound.templates import make_environment, template_names
 from gateway.pipeline.reply_text import REPLY_MARKER_DE, REPLY_MARKER_EN
 from gateway.settings import Settings
 from gateway.store import outbox
+from gateway.store.blobs import BlobStore
 from gateway.store.outbox import OutboxRow
 from gateway.store.repo import AccountRow
 
@@ -233,6 +234,11 @@ class MailContext:
     own: bool = True
     # Who changed the status, when a customer did (a colleague, not the desk).
     by: str | None = None
+    # A public comment's files: attached (name, type, bytes) up to
+    # outbound.max_attachments_size together, the rest as portal links
+    # (name, URL). Neither for an unverified recipient.
+    attachments: tuple[tuple[str, str, bytes], ...] = ()
+    links: tuple[tuple[str, str], ...] = ()
 
 
 def load_context(
@@ -242,6 +248,7 @@ def load_context(
     account: AccountRow | None,
     message_id: str,
     signup_url: str | None,
+    blobs: BlobStore | None = None,
 ) -> MailContext:
     """Read the ticket, comment and thread of ``row`` and decide what the
     recipient may see."""
@@ -250,6 +257,8 @@ def load_context(
     key = summary = comment = author = None
     ticket_mid: str | None = None
     own = True
+    attachments: tuple[tuple[str, str, bytes], ...] = ()
+    links: tuple[tuple[str, str], ...] = ()
     if row.ticket_id is not None:
         t = outbox.ticket_for_mail(conn, row.ticket_id)
         if t is not None:
@@ -270,6 +279,7 @@ def load_context(
             comment = clean_body_text(c.body or "")
             who = c.author_name or (settings.desk.name if c.author_role == Role.agent else c.author_email)
             author = clean_header_text(who, 100)
+            attachments, links = _comment_files(conn, settings, comment_id, blobs)
     in_reply_to, references = _thread(conn, row, ticket_mid, comment_mid, message_id)
     event = row.data.get("event") if row.data.get("event") in STATUS_EVENTS else None
     if row.template == "status_changed" and event is None:
@@ -291,7 +301,35 @@ def load_context(
         references=references,
         own=own,
         by=clean_header_text(by, 100) if verified and isinstance(by := row.data.get("by"), str) else None,
+        attachments=attachments,
+        links=links,
     )
+
+
+def _comment_files(
+    conn: Connection, settings: Settings, comment_id: int, blobs: BlobStore | None
+) -> tuple[tuple[tuple[str, str, bytes], ...], tuple[tuple[str, str], ...]]:
+    """A public comment's files for its mail: attached in order while they
+    fit ``outbound.max_attachments_size`` together, linked otherwise (the
+    link asks for a sign-in and checks who may see it, like the portal)."""
+    attached: list[tuple[str, str, bytes]] = []
+    linked: list[tuple[str, str]] = []
+    room = settings.outbound.max_attachments_size
+    portal = settings.desk.portal_url.rstrip("/")
+    for f in outbox.comment_files(conn, comment_id):
+        name = clean_header_text(f.filename, 200) or "attachment"
+        data = None
+        if blobs is not None and f.size <= room:
+            try:
+                data = blobs.get(conn, f.sha256)
+            except KeyError:
+                data = None
+        if data is not None:
+            attached.append((name, f.content_type, data))
+            room -= f.size
+        else:
+            linked.append((name, f"{portal}/attachments/{f.id}"))
+    return tuple(attached), tuple(linked)
 
 
 def _thread(
@@ -354,6 +392,7 @@ class Renderer:
             "event": ctx.event,
             "own": ctx.own,
             "by": ctx.by,
+            "links": ctx.links,
             "signup_url": ctx.signup_url,  # the mail's link (signup or password reset)
             "token_hours": settings.security.signup_token_hours,
             "reset_hours": settings.security.reset_token_hours,
@@ -388,6 +427,11 @@ class Renderer:
         # quoted-printable: long lines and umlauts survive relays without 8BITMIME.
         msg.set_content(text, subtype="plain", charset="utf-8", cte="quoted-printable")
         msg.add_alternative(html, subtype="html", charset="utf-8", cte="quoted-printable")
+        for name, content_type, data in ctx.attachments:
+            maintype, _, subtype = content_type.partition("/")
+            if not maintype or not subtype or maintype == "multipart" or maintype == "message":
+                maintype, subtype = "application", "octet-stream"
+            msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
         # After the parts: set_content moves Content-* headers into them.
         msg["Content-Language"] = ctx.locale
         check_header_block(msg, {h.name: h.value for h in raw + ids})

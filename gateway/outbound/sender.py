@@ -45,6 +45,7 @@ from gateway.outbound.render import Renderer, RenderError, envelope_sender, load
 from gateway.settings import OutboundSettings, Settings
 from gateway.signup import PURPOSE_RESET, PURPOSE_SIGNUP, discard_token, issue_token, reset_url, signup_url
 from gateway.store import outbox, repo
+from gateway.store.blobs import make_blob_store
 from gateway.store.db import connection
 from gateway.store.models import as_utc, utcnow
 from gateway.store.outbox import OutboxRow
@@ -208,6 +209,7 @@ class OutboxSender:
         self.engine = engine
         self.transport = transport or make_transport(settings)
         self.renderer = Renderer(settings)
+        self.blobs = make_blob_store(settings.storage.blobs)  # a reply's files go out with it
         self._now = now
         self.mail_from = envelope_sender(settings)
 
@@ -399,7 +401,7 @@ class OutboxSender:
             message_id = new_message_id(self.settings)
             if row.ticket_id is not None:
                 repo.remember_message_id(conn, message_id, row.ticket_id, direction="outbound")
-        ctx = load_context(conn, self.settings, row, account, message_id, link)
+        ctx = load_context(conn, self.settings, row, account, message_id, link, self.blobs)
         msg = self.renderer.render(ctx, now)
         self._set(conn, row.id, attempt, message_id=message_id, subject=str(msg["Subject"])[:998])
         mail_from = verp.return_path(self.mail_from, row.id, message_id)

@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import Connection, Integer, bindparam, func, or_, select, update
 
 from gateway.domain import OutboxStatus
-from gateway.store.repo import ACCOUNT, COMMENT, DUE_STATUSES, MAIL, MESSAGE_REF, OUTBOX, TICKET
+from gateway.store.repo import ACCOUNT, ATTACHMENT, COMMENT, DUE_STATUSES, MAIL, MESSAGE_REF, OUTBOX, TICKET
 
 # Rows the sender may claim (repo.DUE_STATUSES); every other status is final (or an operator's).
 DUE = DUE_STATUSES
@@ -71,6 +71,17 @@ class CommentForMail:
     author_name: str
     author_email: str
     author_role: str
+
+
+@dataclass(frozen=True, slots=True)
+class FileForMail:
+    """A file of a public comment, for the mail that carries the comment."""
+
+    id: int
+    filename: str
+    content_type: str
+    size: int
+    sha256: str
 
 
 _ROW_COLS = [OUTBOX.c[f] for f in OutboxRow.__dataclass_fields__]
@@ -204,6 +215,19 @@ def comment_for_mail(conn: Connection, comment_id: int) -> CommentForMail | None
     is the renderer's decision."""
     row = conn.execute(_COMMENT_FOR_MAIL, {"b_id": comment_id}).first()
     return CommentForMail(*row) if row else None
+
+
+def comment_files(conn: Connection, comment_id: int) -> list[FileForMail]:
+    """The comment's files (not the inline images of a mail's signature),
+    oldest first."""
+    rows = conn.execute(
+        select(ATTACHMENT.c.id, ATTACHMENT.c.filename, ATTACHMENT.c.content_type, ATTACHMENT.c.size,
+               ATTACHMENT.c.sha256)
+        .where(ATTACHMENT.c.comment_id == comment_id)
+        .where(ATTACHMENT.c.inline.is_(False))
+        .order_by(ATTACHMENT.c.id)
+    )
+    return [FileForMail(*r) for r in rows]
 
 
 def recent_thread_ids(conn: Connection, ticket_id: int, limit: int) -> list[str]:

@@ -180,6 +180,38 @@ def test_reply_and_internal_note_with_files(site: Site) -> None:
     told = [m for m in site.mails() if ANNA in str(m["To"])]
     assert len(told) == 1 and "Hier die Anleitung." in text_of(told[0])
     assert all("Kunde ist VIP" not in text_of(m) for m in told)
+    # The reply's file goes out with it; the note's never.
+    files = {part.get_filename(): part.get_payload(decode=True) for part in told[0].walk()
+             if part.get_filename()}
+    assert files == {"anleitung.pdf": b"%PDF-1.4 Anleitung"}
+
+
+def test_files_beyond_the_mail_limit_go_as_links(site: Site) -> None:
+    from gateway.app import App
+
+    build(site)
+    site.mails()
+    with browser(site, SAM) as client:
+        page = client.get("/agent/tickets/SD-2")
+        client.post("/agent/tickets/SD-2/reply", data={"csrf_token": csrf(page), "body": "Zwei Dateien."},
+                    files=[("attachments", ("klein.txt", b"x" * 50, "text/plain")),
+                           ("attachments", ("gross.pdf", b"%PDF" + b"y" * 500, "application/pdf"))])
+    s = site.desk.settings
+    limited = s.outbound.model_copy(update={"max_attachments_size": 100})
+    small = App(s.model_copy(update={"outbound": limited}))
+    small.__dict__["engine"] = site.desk.engine
+    small.flush_outbox()
+    told = [m for m in site.mails() if ANNA in str(m["To"])]
+    assert len(told) == 1
+    names = [part.get_filename() for part in told[0].walk() if part.get_filename()]
+    assert names == ["klein.txt"]
+    link = re.search(rf"gross\.pdf: ({re.escape(site.url)}/attachments/\d+)", text_of(told[0]))
+    assert link, text_of(told[0])
+    with browser(site, ANNA) as client:
+        got = client.get(link.group(1).removeprefix(site.url))
+        assert got.status_code == 200 and got.content.startswith(b"%PDF")
+    with browser(site, EVE) as client:
+        assert client.get(link.group(1).removeprefix(site.url)).status_code == 404
 
 
 def test_update_saves_each_change_with_its_history(site: Site) -> None:
@@ -254,6 +286,14 @@ def test_participants_and_a_request_for_a_customer(site: Site) -> None:
     # A stranger's address gets the invitation, not the text (as by mail).
     first = [m for m in site.mails() if "neu@kunde.example" in str(m["To"])]
     assert len(first) == 1 and "Telefonisch gemeldet" not in text_of(first[0])
+    # Nor an agent's reply or its files (the Ticket-Trick rule): only that there is one.
+    with browser(site, SAM) as client:
+        page = client.get("/agent/tickets/SD-4")
+        client.post("/agent/tickets/SD-4/reply", data={"csrf_token": csrf(page), "body": "Passwort: geheim"},
+                    files=[("attachments", ("zugang.txt", b"secret", "text/plain"))])
+    told = [m for m in site.mails() if "neu@kunde.example" in str(m["To"])]
+    assert len(told) == 1 and "geheim" not in text_of(told[0]) and "/attachments/" not in text_of(told[0])
+    assert not [p for p in told[0].walk() if p.get_filename()]
 
 
 def test_cli_agents_assignment_and_disabling(site: Site) -> None:

@@ -103,7 +103,9 @@ def post(client: httpx.Client, path: str, data: dict[str, str]) -> httpx.Respons
 
 
 def text_of(mail: mailbox.MaildirMessage) -> str:
-    part = mail.get_payload(0) if mail.is_multipart() else mail
+    """The mail's text/plain body (inside multipart/alternative, and that
+    inside multipart/mixed when files are attached)."""
+    part = next(p for p in mail.walk() if p.get_content_type() == "text/plain" and not p.get_filename())
     return str(part.get_payload(decode=True).decode())
 
 
