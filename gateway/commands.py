@@ -550,6 +550,8 @@ def cmd_account_confirm(app: App, args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(app: App, args: argparse.Namespace) -> int:
+    for warning in app.settings.warnings():
+        print(f"gateway: warning: {warning}", file=sys.stderr)
     data = app.settings.masked()
     if args.json:
         _print_json(data)

@@ -69,6 +69,10 @@ class DeskSettings(_Section):
     # form's "first occurred" field.
     timezone: str = "Europe/Vienna"
     unknown_senders: Literal["create", "reject"] = "create"
+    # Who hears of new tickets and customers' replies while a ticket has no
+    # assignee (agents' or a team mailbox's addresses). Empty: nobody, and
+    # check-config warns.
+    agent_notify: tuple[str, ...] = ()
 
     @field_validator("timezone")
     @classmethod
@@ -87,6 +91,15 @@ class DeskSettings(_Section):
         if not v:
             raise ValueError("the desk needs at least one address")
         return tuple(normalize_address(a) for a in v)
+
+    @field_validator("agent_notify")
+    @classmethod
+    def _norm_notify(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        out = tuple(normalize_address(a) for a in v)
+        bad = [a for a in out if "@" not in a or " " in a]
+        if bad:
+            raise ValueError(f"not an e-mail address: {bad[0]!r}")
+        return out
 
 
 class DatabaseSettings(_Section):
@@ -375,6 +388,21 @@ class Settings(BaseSettings):
 
     def request_type_for(self, recipient: str | None) -> RequestType:
         return (routed_type(self.routing, recipient) if recipient else None) or RequestType.other
+
+    def warnings(self) -> list[str]:
+        """Settings that are valid but probably not what the operator
+        wants (``check-config`` prints them)."""
+        found = []
+        if not self.desk.agent_notify:
+            found.append("[desk] agent_notify is empty: nobody is told of new tickets and customers' "
+                         "replies until a ticket has an assignee")
+        trust = (bool(self.security.trusted_authserv_id) or self.smtp.trusted
+                 or any(m.trusted for m in self.imap))
+        if self.security.agent_domains and not trust:
+            found.append("[security] agent_domains is set but nothing is trusted to authenticate agents' "
+                         "mail (security.trusted_authserv_id, or a trusted [smtp] listener or [[imap]] "
+                         "mailbox): agents' mail replies are not taken as agents'")
+        return found
 
     def masked(self) -> dict[str, Any]:
         """The effective config as a dict with secrets masked."""

@@ -18,6 +18,7 @@ automatic mails."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 
 from sqlalchemy import Connection
 
@@ -26,6 +27,8 @@ from gateway.settings import Settings
 from gateway.store import repo
 from gateway.store.models import utcnow
 from gateway.store.repo import AccountRow, TicketRow
+
+log = logging.getLogger("gateway.notify")
 
 INVITATION_INTERVAL = dt.timedelta(days=1)
 # The status changes the customer side hears about.
@@ -59,6 +62,10 @@ def queue(
     if recent is None:
         recent = repo.recent_mail_counts(conn, account.email, now, INVITATION_INTERVAL)
     if recent[0] >= settings.security.max_auto_mails_per_hour:
+        # Held back, never silently: a person who gets this many automatic
+        # mails an hour is more likely a robot in a loop.
+        log.warning("notify: %s to %s held back: %d automatic mails in the last hour (the limit)",
+                    template, account.email, recent[0])
         return None
     return repo.insert_outbox(
         conn,
@@ -184,3 +191,45 @@ def shared_with(
     data: dict[str, object] = {}  # the key: see ticket_created
     row = queue(conn, settings, person, "ticket_shared", ticket, data, cause_mail_id)
     return [row] if row else []
+
+
+def agents_told(
+    conn: Connection,
+    settings: Settings,
+    ticket: TicketRow,
+    event: str,
+    actor: AccountRow | None,
+    as_agent: bool,
+    comment_id: int | None = None,
+    cause_mail_id: int | None = None,
+) -> list[int]:
+    """A customer's new ticket (``event`` ``created``) or public reply
+    (``commented``), with its full text, to the ticket's assignee or, while
+    it has none, to ``desk.agent_notify``. Not for what an agent did, never
+    to the one who did it. Not counted against the hourly cap meant for
+    robots (``automatic`` False): an agent must hear of every one."""
+    if as_agent:
+        return []
+    targets: list[tuple[str, str | None]] = []
+    if ticket.assignee_id is not None:
+        agent = repo.account_by_id(conn, ticket.assignee_id)
+        if agent is not None and agent.state != AccountState.disabled:
+            targets.append((agent.email, agent.locale))
+    else:
+        targets = [(address, None) for address in settings.desk.agent_notify]
+    data: dict[str, object] = {"event": event}
+    if comment_id is not None:
+        data["comment_id"] = comment_id
+    now = utcnow()
+    rows = []
+    for address, locale in targets:
+        if actor is not None and address == actor.email:
+            continue
+        if is_desk_address(address, settings.desk_addresses()):
+            continue
+        rows.append(repo.insert_outbox(
+            conn, to_addr=address, template="agent_notice", locale=locale or settings.desk.default_locale,
+            ticket_id=ticket.id, cause_mail_id=cause_mail_id, data=data, automatic=False,
+            status=str(OutboxStatus.queued), attempts=0, next_attempt_at=now, created_at=now,
+        ))
+    return rows

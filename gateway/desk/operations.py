@@ -224,6 +224,9 @@ def create_ticket(conn: Connection, desk: Desk, actor: Actor, new: NewTicket) ->
     done.outbox_ids += notify.ticket_created(
         conn, settings, ticket, reporter, actor.mail_id, sender_authenticated=actor.authenticated
     )
+    done.outbox_ids += notify.agents_told(
+        conn, settings, ticket, "created", actor.account, actor.as_agent, None, actor.mail_id
+    )
     return done
 
 
@@ -269,6 +272,10 @@ def add_comment(conn: Connection, desk: Desk, actor: Actor, ticket: TicketRow, n
     done.outbox_ids += notify.comment_added(
         conn, desk.settings, ticket, comment_id, not new.internal, author, actor.mail_id
     )
+    if not new.internal:
+        done.outbox_ids += notify.agents_told(
+            conn, desk.settings, ticket, "commented", author, actor.as_agent, comment_id, actor.mail_id
+        )
     return done
 
 

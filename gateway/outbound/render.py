@@ -54,9 +54,10 @@ LOCALES = frozenset(MARKERS)
 AUTO_REPLIED = frozenset({"request_created", "signup_invitation"})
 TEMPLATES = frozenset(
     {"signup_confirmation", "signup_invitation", "request_created", "comment_added", "status_changed",
-     "ticket_shared", "account_exists", "password_reset"}
+     "ticket_shared", "account_exists", "password_reset", "agent_notice"}
 )
 STATUS_EVENTS = frozenset({"resolved", "closed", "reopened"})
+AGENT_EVENTS = frozenset({"created", "commented"})
 
 MAX_SUMMARY = 200
 MAX_COMMENT = 20_000
@@ -253,6 +254,10 @@ def load_context(
     """Read the ticket, comment and thread of ``row`` and decide what the
     recipient may see."""
     verified = account is not None and account.state == AccountState.active
+    if row.template == "agent_notice":
+        # An agent, or an address the operator listed in desk.agent_notify
+        # (a team mailbox without an account): the full text.
+        verified = account is None or account.role == Role.agent
     locale = row.locale if row.locale in LOCALES else settings.desk.default_locale
     key = summary = comment = author = None
     ticket_mid: str | None = None
@@ -270,7 +275,11 @@ def load_context(
         key = row.data.get("ticket_key") if isinstance(row.data.get("ticket_key"), str) else None
     comment_mid: str | None = None
     comment_id = row.data.get("comment_id")
-    if row.template == "comment_added" and isinstance(comment_id, int):
+    if row.template == "agent_notice" and verified and row.ticket_id is not None:
+        description, reporter_name, reporter_email = outbox.ticket_text(conn, row.ticket_id)
+        comment = clean_body_text(description)
+        author = clean_header_text(reporter_name or reporter_email, 100)
+    if row.template in ("comment_added", "agent_notice") and isinstance(comment_id, int):
         c = outbox.comment_for_mail(conn, comment_id)
         if c is None or not c.public:
             raise RenderError(f"comment {comment_id} is gone or internal")
@@ -281,7 +290,8 @@ def load_context(
             author = clean_header_text(who, 100)
             attachments, links = _comment_files(conn, settings, comment_id, blobs)
     in_reply_to, references = _thread(conn, row, ticket_mid, comment_mid, message_id)
-    event = row.data.get("event") if row.data.get("event") in STATUS_EVENTS else None
+    events = AGENT_EVENTS if row.template == "agent_notice" else STATUS_EVENTS
+    event = row.data.get("event") if row.data.get("event") in events else None
     if row.template == "status_changed" and event is None:
         raise RenderError("status_changed without a known event")
     return MailContext(

@@ -217,6 +217,17 @@ def comment_for_mail(conn: Connection, comment_id: int) -> CommentForMail | None
     return CommentForMail(*row) if row else None
 
 
+def ticket_text(conn: Connection, ticket_id: int) -> tuple[str, str, str]:
+    """A ticket's description and its reporter's name and address (an agent
+    notice carries them)."""
+    row = conn.execute(
+        select(TICKET.c.description, ACCOUNT.c.name, ACCOUNT.c.email)
+        .join(ACCOUNT, ACCOUNT.c.id == TICKET.c.reporter_id)
+        .where(TICKET.c.id == ticket_id)
+    ).one()
+    return row[0] or "", row[1] or "", row[2]
+
+
 def comment_files(conn: Connection, comment_id: int) -> list[FileForMail]:
     """The comment's files (not the inline images of a mail's signature),
     oldest first."""

@@ -10,6 +10,7 @@ assign``."""
 
 from __future__ import annotations
 
+import email.header
 import re
 from pathlib import Path
 from typing import Any
@@ -319,3 +320,35 @@ def test_cli_agents_assignment_and_disabling(site: Site) -> None:
         from test_portal_http import sign_in
 
         assert sign_in(client, ANNA).status_code != 303  # no sign-in any more
+
+
+def test_agents_hear_of_customers_tickets_and_replies(site: Site) -> None:
+    build(site)
+    with_tom(site)
+    site.mails()
+    with browser(site, ANNA) as client:
+        form = client.get("/requests/new/other")
+        client.post("/requests/new/other", data={
+            "csrf_token": csrf(form), "request_type": "other", "summary": "Lizenz verlängern",
+            "description": "Unsere Lizenz läuft am 31.12. ab.", "priority": "medium"},
+            files=[("attachments", ("", b"", ""))])
+    team = [m for m in site.mails() if "team@xitrust.com" in str(m["To"])]
+    subject = str(email.header.make_header(email.header.decode_header(str(team[0]["Subject"]))))
+    assert len(team) == 1 and subject == "[SD-4] Neue Anfrage: Lizenz verlängern"
+    text = text_of(team[0])
+    assert "Unsere Lizenz läuft am 31.12. ab." in text and f"{site.url}/agent/tickets/SD-4" in text
+    site.desk.operate("SD-4", SAM, operations.assign, TOM)
+    with browser(site, ANNA) as client:
+        page = client.get("/requests/SD-4")
+        client.post("/requests/SD-4/comments", data={"csrf_token": csrf(page), "body": "Und 5 Plätze mehr."},
+                    files=[("attachments", ("", b"", ""))])
+    told = {str(m["To"]): m for m in site.mails()}
+    to_tom = [m for to, m in told.items() if TOM in to]
+    assert len(to_tom) == 1 and "Und 5 Plätze mehr." in text_of(to_tom[0])
+    assert not any("team@xitrust.com" in to for to in told)  # assigned: the assignee, not the team
+    # An agent's own reply tells no agent.
+    with browser(site, TOM) as client:
+        page = client.get("/agent/tickets/SD-4")
+        client.post("/agent/tickets/SD-4/reply", data={"csrf_token": csrf(page), "body": "Erledigt."},
+                    files=[("attachments", ("", b"", ""))])
+    assert [str(m["To"]) for m in site.mails() if "xitrust.com" in str(m["To"])] == []

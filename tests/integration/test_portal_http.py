@@ -65,7 +65,8 @@ def site(app: App, tmp_path: Path) -> Iterator[Site]:
     url = f"http://127.0.0.1:{port}"
     s = app.settings
     settings = s.model_copy(update={
-        "desk": s.desk.model_copy(update={"portal_url": url}),
+        # The agents' team mailbox hears of customers' new tickets and replies.
+        "desk": s.desk.model_copy(update={"portal_url": url, "agent_notify": ("team@xitrust.com",)}),
         "storage": s.storage.model_copy(update={"state_dir": str(tmp_path / "state")}),
         "security": s.security.model_copy(update={
             "max_login_attempts_per_hour": 4, "max_client_requests_per_hour": 12,

@@ -521,3 +521,20 @@ def test_each_group_lists_its_commands_though_only_its_parsers_are_built(
         assert f"    {name}" in out, (group, name, out)
     assert cli.main([group, "nonsense"]) == 2
     assert "invalid choice: 'nonsense'" in capsys.readouterr().err
+
+
+def test_check_config_warns_of_what_is_probably_unintended(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("GATEWAY_CONFIG", raising=False)
+    path = tmp_path / "gw.toml"
+    path.write_text("[security]\nagent_domains = [\"xitrust.com\"]\n")
+    code, out, err = run(capsys, "check-config", "--config", str(path))
+    assert code == 0
+    assert "warning: [desk] agent_notify is empty" in err
+    assert "warning: [security] agent_domains is set but nothing is trusted" in err
+    path.write_text('[desk]\nagent_notify = ["Team@XiTrust.com"]\n'
+                    '[security]\nagent_domains = ["xitrust.com"]\ntrusted_authserv_id = "mx.xitrust.com"\n')
+    code, out, err = run(capsys, "check-config", "--config", str(path))
+    assert code == 0 and "warning" not in err
+    assert tomllib.loads(out)["desk"]["agent_notify"] == ["team@xitrust.com"]
