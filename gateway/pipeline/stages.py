@@ -18,7 +18,7 @@ from sqlalchemy import Connection
 
 from gateway import verp
 from gateway.desk.operations import Desk
-from gateway.domain import Disposition, Ignore, ParsedMail, Quarantine, normalize_address
+from gateway.domain import Disposition, Ignore, ParsedMail, Quarantine, Role, normalize_address
 from gateway.pipeline import apply
 from gateway.pipeline.fields import extract_fields
 from gateway.pipeline.identify import identify
@@ -29,6 +29,12 @@ from gateway.pipeline.trust import authenticated_by
 from gateway.settings import Settings
 from gateway.store import repo
 from gateway.store.spool import Job
+
+AGENT_UNTRUSTED = (
+    "agent mail without trusted authentication: set security.trusted_authserv_id to the authserv-id "
+    "of your MTA's Authentication-Results (DMARC/DKIM pass), or mark the [smtp] listener or [[imap]] "
+    "mailbox that only your own mail server reaches as trusted"
+)
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,13 @@ class Stages:
             raise Quarantine("marked as spam by the MTA (X-Spam-Flag / X-Spam)")
         trusted = job.trusted or authenticated_by(mail, self.trusted_authserv_id)
         sender = identify(conn, mail, self.settings, trusted)
+        if sender.account.role == Role.agent and not sender.is_agent:
+            # An agent's address (an agent's account, or one in
+            # security.agent_domains) the desk cannot authenticate: acting on
+            # it as an agent's mail would let anyone forge the From; as a
+            # customer's it would open a ticket and invite the agent to sign
+            # up. Neither: the operator sees it and what to configure.
+            raise Quarantine(AGENT_UNTRUSTED)
         if sender.account.bounced_at is not None:
             # A person writes from the address: it works again (SPEC §3).
             repo.clear_bounce(conn, sender.account.email)

@@ -108,9 +108,8 @@ def test_corpus_without_organizations(app: App, corpus: tuple[Path, Path]) -> No
             for m in s.execute(select(InboundMail)).scalars()
             if m.ticket_id is not None
         }
-        reporter_of_ticket = {
-            t.id: a.email for t, a in s.execute(select(Ticket, Account).join(Account)).all()
-        }
+        reporters = select(Ticket, Account).join(Account, Account.id == Ticket.reporter_id)
+        reporter_of_ticket = {t.id: a.email for t, a in s.execute(reporters).all()}
     own_reporter_replies = other_replies = 0
     for m in manifest_rows:
         if m["kind"] != "reply":

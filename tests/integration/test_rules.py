@@ -241,12 +241,28 @@ def test_agent_internal_note_is_not_relayed(desk: App) -> None:
     assert ticket(desk, "SD-1").status == "waiting_for_support"
 
 
-def test_agent_from_untrusted_source_is_a_customer(desk: App) -> None:
+def test_agent_mail_from_an_untrusted_source_is_quarantined(desk: App) -> None:
     make_agent(desk, "sam.agent@xitrust.com")
     ingest(desk, "new-request-de.eml", "agent-reply-untrusted-forged.eml")
-    # not allowed on SD-1 as a customer: a ticket of its own, not an internal note
-    assert last_mail(desk).disposition == "created SD-2"
+    # Neither an agent's note on SD-1 (the From may be forged) nor a customer
+    # ticket with a signup invitation to the agent: the quarantine, saying
+    # what to configure.
+    row = last_mail(desk)
+    assert row.status == "quarantined" and "trusted_authserv_id" in (row.disposition or "")
     assert comments(desk, "SD-1") == []
+    with Session(desk.engine) as s:
+        assert s.exec(select(Ticket)).all()[-1].key == "SD-1"
+
+
+def test_mail_from_an_agent_domain_without_trust_is_quarantined(desk: App, tmp_path: Path) -> None:
+    path = tmp_path / "new-colleague.eml"
+    path.write_bytes(
+        b"From: Nina <nina@xitrust.com>\r\nTo: servicedesk@xitrust.com\r\nSubject: Test\r\n"
+        b"Message-ID: <n-1@xitrust.com>\r\nDate: Mon, 30 Nov 2026 10:00:00 +0100\r\n\r\nHallo\r\n"
+    )
+    assert desk.ingest([str(path)], None, progress=False) == 0
+    assert last_mail(desk).status == "quarantined"
+    assert outbox(desk) == []  # no invitation to an agent's address
 
 
 # -- statuses --------------------------------------------------------------------
