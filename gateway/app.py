@@ -131,11 +131,9 @@ class App:
             return operation(conn, Desk(self.settings, self.blobs), actor, ticket, *args)
 
     def _cli_account(self, conn: Connection, email: str) -> AccountRow:
-        """The account behind ``--as``: it must exist, except an agent's
-        (an address in ``security.agent_domains``), which is created on
-        first use. A typo must not create a customer whose comment is
-        mailed to the ticket's people."""
-        from gateway.pipeline.identify import create_account
+        """The account behind ``--as``: it must exist (agents are made with
+        ``gateway account create EMAIL --role agent``). A typo must not
+        create an account whose comment is mailed to the ticket's people."""
         from gateway.store import repo
         from gateway.store.read import NotFound
 
@@ -143,9 +141,8 @@ class App:
         account = repo.account_by_email(conn, address)
         if account is not None:
             return account
-        if address.rpartition("@")[2] in self.settings.security.agent_domains:
-            return create_account(conn, address, "", self.settings.desk.default_locale, self.settings)
-        raise NotFound(f"no account {address} (see `gateway account list`)")
+        raise NotFound(f"no account {address} (see `gateway account list`; an agent is made with "
+                       "`gateway account create EMAIL --role agent`)")
 
     def comment(self, key: str, author_email: str, body: str, internal: bool) -> int:
         """A comment without mail (an agent at the command line); returns

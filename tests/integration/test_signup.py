@@ -306,6 +306,13 @@ def test_whole_conversation_over_real_sockets(
     # 6. An agent answers at the command line...
     answer = tmp_path / "answer.txt"
     answer.write_text("Bitte importieren Sie das neue Zwischenzertifikat (Anleitung im Portal).\n")
+    code, out, _ = gateway(config, "account", "create", "sam.agent@xitrust.com", "--role", "agent",
+                           "--name", "Sam Agent", capsys=capsys)
+    assert code == 0 and "created agent" in out, out
+    code, out, _ = gateway(config, "outbox", "flush", "--json", capsys=capsys)  # the agent's signup link
+    assert code == 0 and '"sent": 1' in out, out
+    [agent_link] = sink.take()
+    assert "sam.agent@xitrust.com" in str(agent_link.message["To"])
     code, out, _ = gateway(config, "ticket", "comment", "SD-1", "--as", "sam.agent@xitrust.com",
                            "--file", str(answer), capsys=capsys)
     assert code == 0, out
@@ -330,6 +337,7 @@ def test_whole_conversation_over_real_sockets(
     code, out, _ = gateway(config, "outbox", "list", "--json", capsys=capsys)
     assert [(o["template"], o["status"]) for o in json.loads(out)] == [
         ("signup_invitation", "sent"),
+        ("signup_confirmation", "sent"),  # the agent's
         ("comment_added", "sent"),
     ]
 
