@@ -28,7 +28,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from gateway.outbound.templates import template_dir
 from gateway.settings import Settings
 from gateway.store import web as store
-from gateway.store.db import connection
+from gateway.store.db import connection, read_connection
 from gateway.store.web import SignedIn
 from gateway.web.i18n import LOCALES, TEXTS, from_accept_language, translate
 from gateway.web.security import Csrf, client_address, forwarded_https, secret_key
@@ -122,7 +122,10 @@ class Portal:
     def _signed_in(self, raw: str) -> SignedIn | None:
         if len(raw) > 100:
             return None
-        with connection(self.engine) as conn:
+        # A read: every page asks, and on SQLite a write transaction here
+        # would queue each page behind the listener's commits (and them
+        # behind it) for a lookup that writes nothing.
+        with read_connection(self.engine) as conn:
             return store.signed_in(conn, raw)
 
     async def form(self, view: View) -> FormData | None:
