@@ -65,6 +65,15 @@ class Account(SQLModel, table=True):
 
 class Ticket(SQLModel, table=True):
     __tablename__ = "ticket"
+    # A customer's lists (``read.visible_tickets``): the tickets they
+    # reported and those shared with their organization, each an index range
+    # that also holds the status (the open/closed filter) and both dates (the
+    # sort), so a list reads index entries and only its page's rows. They
+    # also serve every lookup by reporter or organization alone.
+    __table_args__ = (
+        Index("ix_ticket_reporter_status", "reporter_id", "status", "created_at", "updated_at"),
+        Index("ix_ticket_organization_status", "organization_id", "status", "created_at", "updated_at"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     number: int = Field(unique=True)
@@ -74,8 +83,8 @@ class Ticket(SQLModel, table=True):
     description: str = ""
     status: str = Field(default="waiting_for_support", max_length=30, index=True)
     priority: str = Field(default="medium", max_length=20)
-    reporter_id: int = Field(foreign_key="account.id", index=True)
-    organization_id: int | None = Field(default=None, foreign_key="organization.id", index=True)
+    reporter_id: int = Field(foreign_key="account.id")
+    organization_id: int | None = Field(default=None, foreign_key="organization.id")
     # The agent who looks after it (None: nobody yet; notifications then go
     # to desk.agent_notify).
     assignee_id: int | None = Field(default=None, foreign_key="account.id", index=True)

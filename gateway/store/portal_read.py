@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, func, or_
+from sqlalchemy import ColumnElement, and_, func, or_
 from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
 from gateway.store.models import Account, Attachment, Comment, Organization, Ticket, TicketParticipant
-from gateway.store.read import iso, ticket_basics
+from gateway.store.read import iso, newest_first, ticket_basics, visible_tickets
 
 CLOSED = ("resolved", "closed")
 
@@ -33,39 +33,26 @@ def customer_requests(
     ``status`` open | closed | all; ``scope`` mine (reported by the account)
     | org (shared with its organization) | all; ``q`` a key (``SD-12``) or
     words of the summary."""
-    mine = col(Ticket.reporter_id) == account_id
-    participating = col(Ticket.id).in_(
-        select(TicketParticipant.ticket_id).where(TicketParticipant.account_id == account_id)
-    )
-    shared = col(Ticket.organization_id) == organization_id if organization_id is not None else None
-    if scope == "mine":
-        visible = mine
-    elif scope == "org":
-        if shared is None:
-            return [], 0
-        visible = shared
-    else:
-        visible = or_(mine, participating, *([shared] if shared is not None else []))
-    stmt = (
-        select(Ticket, Account.email, Account.name)
-        .join(Account, col(Account.id) == col(Ticket.reporter_id))
-        .where(visible)
-    )
+    conditions: list[ColumnElement[bool]] = []
     if status == "open":
-        stmt = stmt.where(col(Ticket.status).not_in(CLOSED))
+        conditions.append(col(Ticket.status).not_in(CLOSED))
     elif status == "closed":
-        stmt = stmt.where(col(Ticket.status).in_(CLOSED))
+        conditions.append(col(Ticket.status).in_(CLOSED))
     words = q.strip()
     if words:
         key = words.upper()
         terms = [col(Ticket.summary).ilike(f"%{w}%") for w in words.split()[:8]]
-        stmt = stmt.where(or_(col(Ticket.key) == key, and_(*terms)))
-    total = session.exec(select(func.count()).select_from(stmt.subquery())).one()
+        conditions.append(or_(col(Ticket.key) == key, and_(*terms)))
+    visible = visible_tickets(account_id, organization_id, *conditions, scope=scope)
+    if visible is None:
+        return [], 0
+    total = session.exec(select(func.count()).select_from(visible.subquery())).one()
     rows = session.exec(
-        stmt.options(defer(Ticket.description), defer(Ticket.fields))  # type: ignore[arg-type]
+        select(Ticket, Account.email, Account.name)
+        .join(Account, col(Account.id) == col(Ticket.reporter_id))
+        .where(col(Ticket.id).in_(newest_first(visible, limit, offset)))
+        .options(defer(Ticket.description), defer(Ticket.fields))  # type: ignore[arg-type]
         .order_by(col(Ticket.created_at).desc(), col(Ticket.id).desc())
-        .limit(limit)
-        .offset(offset)
     ).all()
     return [
         {

@@ -32,7 +32,7 @@ from gateway.outbound.templates import template_dir
 from gateway.settings import FieldOption, Settings
 from gateway.store import web as store
 from gateway.store.blobs import make_blob_store
-from gateway.store.db import connection
+from gateway.store.db import connection, read_connection
 from gateway.store.repo import AccountRow
 from gateway.store.web import SignedIn
 from gateway.web.i18n import LOCALES, TEXTS, from_accept_language, translate
@@ -136,7 +136,10 @@ class Portal:
     def _signed_in(self, raw: str) -> SignedIn | None:
         if len(raw) > 100:
             return None
-        with connection(self.engine) as conn:
+        # A read: every page asks, and on SQLite a write transaction here
+        # would queue each page behind the listener's commits (and them
+        # behind it) for a lookup that writes nothing.
+        with read_connection(self.engine) as conn:
             return store.signed_in(conn, raw)
 
     async def form(self, view: View) -> FormData | None:
