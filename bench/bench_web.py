@@ -31,6 +31,10 @@ clients and a portal that serves S pages/s, a page takes about N / S (16
 clients, 100 pages/s: 160 ms), so compare pages/s, or pace the clients
 with ``--page-rate`` to see a page's own time.
 
+``--load agents``: the clients are the seeded agents (each signed in more
+than once) loading the queue (default, unassigned by priority, a search,
+page 40 of everything) and ticket pages (``/agent/tickets/<KEY>``).
+
 ``--load sign-in`` is the earlier load instead: the home page, the sign-in
 form and sign-in attempts with a wrong password (argon2 each).
 
@@ -87,6 +91,14 @@ PAGE_KINDS = (
     ("closed", "/requests?status=closed"),
     ("detail", "/requests/{key}"),
     ("home", "/"),
+)
+# --load agents: the agents' queue and ticket pages (#15).
+AGENT_PAGE_KINDS = (
+    ("queue", "/agent"),
+    ("queue unassigned by priority", "/agent?assignee=none&sort=priority"),
+    ("queue search", "/agent?q={word}&status=all"),
+    ("queue page 40", "/agent?status=all&page=40"),
+    ("agent ticket", "/agent/tickets/{key}"),
 )
 
 
@@ -169,7 +181,7 @@ class Browser:
 async def _customer(
     base: tuple[str, int], customer: dict[str, Any], password: str, words: list[str], pause: float,
     signed_in: asyncio.Barrier, stop: asyncio.Event, lat: dict[str, list[float]], errors: list[str],
-    seed: int,
+    seed: int, kinds: list[tuple[str, str]],
 ) -> int:
     """Sign in, wait for the others, then browse until ``stop``; the pages
     it got."""
@@ -187,7 +199,7 @@ async def _customer(
         await signed_in.wait()
         pages = 0
         while not stop.is_set():
-            for kind, pattern in PAGE_KINDS:
+            for kind, pattern in kinds:
                 path = pattern.format(word=rng.choice(words), key=rng.choice(customer["keys"]))
                 t0 = time.perf_counter()
                 try:
@@ -198,7 +210,7 @@ async def _customer(
                     continue
                 lat[kind].append(time.perf_counter() - t0)
                 pages += 1
-                if status != 200 or (kind == "detail" and path.rsplit("/", 1)[1].encode() not in body):
+                if status != 200 or (kind.endswith("detail") and path.rsplit("/", 1)[1].encode() not in body):
                     errors.append(f"{path}: HTTP {status}")
                 if stop.is_set():
                     break
@@ -224,12 +236,13 @@ def customers_process(base: tuple[str, int], plan_file: str, result_file: str, r
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
-        lat: dict[str, list[float]] = {kind: [] for kind, _ in PAGE_KINDS}
+        kinds = [tuple(k) for k in plan["pages"]]
+        lat: dict[str, list[float]] = {kind: [] for kind, _ in kinds}
         errors: list[str] = []
         signed_in = asyncio.Barrier(len(customers) + 1)
         tasks = [
             asyncio.create_task(_customer(base, c, plan["password"], plan["words"], pause, signed_in, stop,
-                                          lat, errors, i))
+                                          lat, errors, i, kinds))
             for i, c in enumerate(customers)
         ]
         await signed_in.wait()
@@ -357,7 +370,15 @@ def seed_store(work: Path, env: dict[str, str], args: argparse.Namespace) -> dic
     print(f"measured customers: {len(visible)}, each sees {visible[0]}..{visible[-1]} requests "
           f"(median {statistics.median(visible):.0f}), "
           f"{min(c.own for c in done.customers)}..{max(c.own for c in done.customers)} their own")
-    return {"password": PASSWORD, "words": list(done.words),
+    if args.load == "agents":
+        # As many agent sessions as clients (the seed has a few agents; each
+        # signs in more than once, like an agent with two windows).
+        rng = random.Random(args.seed)
+        keys = [f"SD-{rng.randint(1, args.tickets)}" for _ in range(2000)]
+        agents = [{"email": done.agents[i % len(done.agents)], "keys": keys} for i in range(args.web_clients)]
+        return {"password": PASSWORD, "words": list(done.words), "pages": AGENT_PAGE_KINDS,
+                "customers": agents}
+    return {"password": PASSWORD, "words": list(done.words), "pages": PAGE_KINDS,
             "customers": [{"email": c.email, "keys": c.keys} for c in done.customers]}
 
 
@@ -384,15 +405,15 @@ def report(title: str, runs: list[dict[str, Any]]) -> None:
     print(f"portal, {title}: {pages / secs:.0f} pages/s over {secs:.0f} s, errors {len(errors)}"
           + (f" (e.g. {errors[0]})" if errors else ""))
     everything: list[float] = []
-    for kind, pattern in PAGE_KINDS:
+    for kind, pattern in (*PAGE_KINDS, *AGENT_PAGE_KINDS):
         lat = [x for r in runs for x in r["lat"].get(kind, [])]
         if not lat:
             continue
         everything += lat
-        print(f"  {pattern.format(word='<word>', key='<KEY>'):30s} n {len(lat):6d}   "
+        print(f"  {pattern.format(word='<word>', key='<KEY>'):38s} n {len(lat):6d}   "
               f"p50 {pct(lat, 0.5) * 1000:6.1f} ms   p99 {pct(lat, 0.99) * 1000:6.1f} ms")
     if everything:
-        print(f"  {'every page':30s} n {len(everything):6d}   p50 {pct(everything, 0.5) * 1000:6.1f} ms   "
+        print(f"  {'every page':38s} n {len(everything):6d}   p50 {pct(everything, 0.5) * 1000:6.1f} ms   "
               f"p99 {pct(everything, 0.99) * 1000:6.1f} ms")
 
 
@@ -404,7 +425,7 @@ def main() -> int:
     ap.add_argument("--web-clients", type=int, default=16)
     ap.add_argument("--web-processes", type=int, default=1, help="[web] processes of the gateway")
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--load", choices=("requests", "sign-in"), default="requests")
+    ap.add_argument("--load", choices=("requests", "agents", "sign-in"), default="requests")
     ap.add_argument("--tickets", type=int, default=10_000, help="tickets seeded (--load requests)")
     ap.add_argument("--accounts", type=int, default=500, help="accounts seeded (--load requests)")
     ap.add_argument("--portal-seconds", type=float, default=15.0, help="page load alone, before the rounds")
@@ -438,7 +459,7 @@ def main() -> int:
             GATEWAY_LOG_LEVEL="WARNING",
         )
         plan_file = work / "plan.json"
-        if args.load == "requests":
+        if args.load in ("requests", "agents"):
             plan_file.write_text(json.dumps(seed_store(work, env, args)))
         gw = start([sys.executable, "-m", "gateway", "serve"], env, work / "gateway.log", work)
         base = f"http://127.0.0.1:{web_port}"
@@ -453,7 +474,7 @@ def main() -> int:
                 time.sleep(0.2)
 
         def load(name: str) -> CustomerLoad | SignInLoad:
-            if args.load == "requests":
+            if args.load in ("requests", "agents"):
                 return CustomerLoad(("127.0.0.1", web_port), plan_file, work / f"{name}.json", args)
             return SignInLoad(base, work / f"{name}.count", args)
 
@@ -490,7 +511,7 @@ def main() -> int:
             gw.send_signal(signal.SIGTERM)
             code = gw.wait(60)
         print()
-        if args.load == "requests":
+        if args.load in ("requests", "agents"):
             if alone:
                 report(f"{args.web_clients} clients, no mail", alone)
             report(f"{args.web_clients} clients, while mail arrives (the busy rounds)", busy)
@@ -503,7 +524,7 @@ def main() -> int:
             p99 = statistics.median(r[2] for r in rows)
             print(f"{kind:12s} SMTP {rate:7.0f} msg/s   p50 {p50:6.1f} ms   p99 {p99:6.1f} ms"
                   f"  (median of {len(rows)})")
-        if args.load == "requests":
+        if args.load in ("requests", "agents"):
             print(mail_tickets(db_url, args.tickets))
         print(f"gateway exit code: {code}; cpus {os.cpu_count()}")
     return 0

@@ -101,6 +101,7 @@ class Seeded:
     counts: dict[str, int]
     seconds: float
     words: Sequence[str] = WORDS
+    agents: list[str] = field(default_factory=list)  # the agents' addresses (same password)
 
 
 def _tables() -> dict[str, Table]:
@@ -241,6 +242,8 @@ def seed(
             "reporter_id": reporter, "organization_id": org_id if shared else None, "fields": fields,
             "message_id": mid, "linked_key": None, "source_mail_id": None,
             "threaded_by": "new", "created_at": created, "updated_at": updated,
+            # Half the tickets are someone's: the agents' queue filters by it.
+            "assignee_id": rng.choice(agent_ids) if rng.random() < 0.5 else None,
         })
         refs.append({"id": n, "message_id": mid, "ticket_id": n, "direction": "inbound"})
         if rng.random() < 0.1:  # a colleague or two on copy
@@ -313,7 +316,8 @@ def seed(
         "shared": sum(1 for t in ticket_rows if t["organization_id"] is not None),
         "participants": len(parts), "comments": len(comment_rows), "attachments": len(att_rows),
     }
-    return Seeded(found, counts, time.perf_counter() - t0)
+    agents = [acc_rows[aid - 1]["email"] for aid in agent_ids]
+    return Seeded(found, counts, time.perf_counter() - t0, agents=agents)
 
 
 def _attachment(rng: random.Random, aid: int, ticket_id: int, comment_id: int | None,

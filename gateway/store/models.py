@@ -73,6 +73,13 @@ class Ticket(SQLModel, table=True):
     __table_args__ = (
         Index("ix_ticket_reporter_status", "reporter_id", "status", "created_at", "updated_at"),
         Index("ix_ticket_organization_status", "organization_id", "status", "created_at", "updated_at"),
+        # The agents' queue (``agent_read._page_ids``): one index range per
+        # status (and priority) in the sort's order.
+        Index("ix_ticket_status_updated", "status", "updated_at"),
+        Index("ix_ticket_status_created", "status", "created_at"),
+        Index("ix_ticket_status_priority", "status", "priority", "updated_at"),
+        # "Mine" and "nobody's", counted per status from the index alone.
+        Index("ix_ticket_assignee_status", "assignee_id", "status"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -87,7 +94,7 @@ class Ticket(SQLModel, table=True):
     organization_id: int | None = Field(default=None, foreign_key="organization.id")
     # The agent who looks after it (None: nobody yet; notifications then go
     # to desk.agent_notify).
-    assignee_id: int | None = Field(default=None, foreign_key="account.id", index=True)
+    assignee_id: int | None = Field(default=None, foreign_key="account.id")
     fields: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     message_id: str | None = Field(default=None, max_length=998)
     linked_key: str | None = Field(default=None, max_length=30)  # reply to a closed ticket

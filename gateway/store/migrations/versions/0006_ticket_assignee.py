@@ -1,4 +1,5 @@
-"""a ticket's assignee (the agent who looks after it)
+"""a ticket's assignee (the agent who looks after it), and the agents'
+queue's indexes
 
 Revision ID: 0006
 Revises: 0005
@@ -24,11 +25,16 @@ def upgrade() -> None:
     with op.batch_alter_table("ticket") as batch:
         batch.add_column(sa.Column("assignee_id", sa.Integer(), nullable=True))
         batch.create_foreign_key("fk_ticket_assignee_id_account", "account", ["assignee_id"], ["id"])
-        batch.create_index("ix_ticket_assignee_id", ["assignee_id"])
+        batch.create_index("ix_ticket_assignee_status", ["assignee_id", "status"])
+    op.create_index("ix_ticket_status_updated", "ticket", ["status", "updated_at"])
+    op.create_index("ix_ticket_status_created", "ticket", ["status", "created_at"])
+    op.create_index("ix_ticket_status_priority", "ticket", ["status", "priority", "updated_at"])
 
 
 def downgrade() -> None:
+    for name in ("ix_ticket_status_priority", "ix_ticket_status_created", "ix_ticket_status_updated"):
+        op.drop_index(name, table_name="ticket")
     with op.batch_alter_table("ticket") as batch:
-        batch.drop_index("ix_ticket_assignee_id")
+        batch.drop_index("ix_ticket_assignee_status")
         batch.drop_constraint("fk_ticket_assignee_id_account", type_="foreignkey")
         batch.drop_column("assignee_id")
