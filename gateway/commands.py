@@ -132,6 +132,9 @@ def cmd_status(app: App, args: argparse.Namespace) -> int:
                   + oldest),
         ("quarantined", f"{st['quarantined']}" + ("  (gateway mail list --status quarantined)"
                                                   if st["quarantined"] else "")),
+        ("agent mail not trusted", f"{st['quarantined_agent_mail']}" + (
+            "  (quarantined: configure security.trusted_authserv_id or a trusted listener/mailbox)"
+            if st["quarantined_agent_mail"] else "")),
         ("processed", f"{inbound['done']} done, {inbound['ignored']} ignored"),
         ("last received", _since(st["last_received_at"], now)),
         ("outbox", f"{outbox['failed']} failed, {outbox['retrying']} retrying, {outbox['queued']} queued, "

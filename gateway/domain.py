@@ -185,3 +185,8 @@ def normalize_message_id(mid: str) -> str:
     if not mid.endswith(">"):
         mid = mid + ">"
     return mid
+
+
+# The start of the quarantine reason of an agent's mail the desk cannot
+# authenticate (``pipeline.stages``); ``gateway status`` counts them.
+AGENT_UNTRUSTED_REASON = "agent mail without trusted authentication"

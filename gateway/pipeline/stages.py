@@ -18,7 +18,15 @@ from sqlalchemy import Connection
 
 from gateway import verp
 from gateway.desk.operations import Desk
-from gateway.domain import Disposition, Ignore, ParsedMail, Quarantine, Role, normalize_address
+from gateway.domain import (
+    AGENT_UNTRUSTED_REASON,
+    Disposition,
+    Ignore,
+    ParsedMail,
+    Quarantine,
+    Role,
+    normalize_address,
+)
 from gateway.pipeline import apply
 from gateway.pipeline.fields import extract_fields
 from gateway.pipeline.identify import identify
@@ -31,7 +39,7 @@ from gateway.store import repo
 from gateway.store.spool import Job
 
 AGENT_UNTRUSTED = (
-    "agent mail without trusted authentication: set security.trusted_authserv_id to the authserv-id "
+    f"{AGENT_UNTRUSTED_REASON}: set security.trusted_authserv_id to the authserv-id "
     "of your MTA's Authentication-Results (DMARC/DKIM pass), or mark the [smtp] listener or [[imap]] "
     "mailbox that only your own mail server reaches as trusted"
 )

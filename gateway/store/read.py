@@ -16,7 +16,7 @@ from sqlalchemy import CompoundSelect, Label, Select, case, func, union
 from sqlalchemy.orm import aliased, defer
 from sqlmodel import Session, col, select
 
-from gateway.domain import MailStatus, OutboxStatus, normalize_address
+from gateway.domain import AGENT_UNTRUSTED_REASON, MailStatus, OutboxStatus, normalize_address
 from gateway.store import repo
 from gateway.store.models import (
     Account,
@@ -556,6 +556,13 @@ def status_json(session: Session, now: dt.datetime | None = None) -> JsonDict:
             "oldest_queued_age_seconds": _age_seconds(oldest, now),
         },
         "quarantined": inbound[MailStatus.quarantined],
+        # Agents' mail the desk could not authenticate (a trust source is
+        # missing from the config): quarantined, never acted on.
+        "quarantined_agent_mail": int(session.exec(
+            select(func.count()).select_from(InboundMail)
+            .where(InboundMail.status == MailStatus.quarantined)
+            .where(col(InboundMail.disposition).startswith(f"quarantined: {AGENT_UNTRUSTED_REASON}"))
+        ).one()),
         "inbound": inbound,
         "last_received_at": iso(last),
         "outbox": outbox,

@@ -89,17 +89,17 @@ def routes(portal: Portal) -> list[Route]:
         page = int(params["page"]) if (params.get("page") or "").isdigit() else 1
         page = max(1, min(page, 10_000))
 
-        def load() -> tuple[list[dict[str, Any]], int, dict[str, int], list[dict[str, Any]], list[str]]:
+        def load() -> tuple[list[dict[str, Any]], int, dict[str, int], list[dict[str, Any]]]:
             with reading(portal.engine) as session:
                 rows, total, counts = agent_read.queue(
                     session, f, account.id, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
-                return rows, total, counts, agent_read.agents(session), agent_read.organization_names(session)
+                return rows, total, counts, agent_read.agents(session)
 
-        rows, total, counts, agents, orgs = await run_in_threadpool(load)
+        rows, total, counts, agents = await run_in_threadpool(load)
         pages = max(1, -(-total // PAGE_SIZE))
         return portal.page(
             view, "agent_queue.html.j2", tickets=rows, total=total, counts=counts, page=page, pages=pages,
-            f=f, agents=agents, orgs=orgs, statuses=STATUSES, priorities=PRIORITIES, types=TYPES,
+            f=f, agents=agents, statuses=STATUSES, priorities=PRIORITIES, types=TYPES,
             sorts=agent_read.SORTS, me=account.email,
         )
 

@@ -263,6 +263,10 @@ def test_mail_from_an_agent_domain_without_trust_is_quarantined(desk: App, tmp_p
     assert desk.ingest([str(path)], None, progress=False) == 0
     assert last_mail(desk).status == "quarantined"
     assert outbox(desk) == []  # no invitation to an agent's address
+    from gateway.store import read
+
+    with Session(desk.engine) as s:
+        assert read.status_json(s)["quarantined_agent_mail"] == 1  # `gateway status` says so
 
 
 # -- statuses --------------------------------------------------------------------
