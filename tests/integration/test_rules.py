@@ -357,6 +357,7 @@ def test_bounce_marks_outbound_mail_and_address_instead_of_ticket(desk: App) -> 
     # a bounced address gets no more mail about its tickets (until it writes
     # again or an operator clears it: test_attacks)
     before = len(outbox(desk))
+    make_agent(desk, "max@xitrust.com")
     desk.comment("SD-1", "max@xitrust.com", "Wir melden uns.", internal=False)
     assert len(outbox(desk)) == before
 
