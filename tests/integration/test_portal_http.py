@@ -149,7 +149,8 @@ def session_rows(app: App) -> list[tuple[str, int]]:
 
 def test_the_invitation_link_leads_to_an_account_and_its_request(site: Site) -> None:
     assert site.desk.ingest([str(RULES / "new-request-de.eml")], None, progress=False) == 0
-    [invitation] = site.mails()
+    # The team mailbox (desk.agent_notify) hears of the new ticket too.
+    [invitation] = [m for m in site.mails() if "team@xitrust.com" not in str(m["To"])]
     path = link(invitation, "/signup")
     with site.client() as browser:
         form = browser.get(path)

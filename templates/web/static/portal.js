@@ -109,6 +109,18 @@
     });
   }
 
+  // A field's message from the last submit goes once the field is changed:
+  // it no longer describes what is in it.
+  document.querySelectorAll("form .field.has-error").forEach(function (field) {
+    function clear() {
+      field.classList.remove("has-error");
+      field.querySelectorAll(".field-error").forEach(function (el) { el.remove(); });
+      field.querySelectorAll("[aria-invalid]").forEach(function (el) { el.removeAttribute("aria-invalid"); });
+    }
+    field.addEventListener("input", clear, { once: true });
+    field.addEventListener("change", clear, { once: true });
+  });
+
   // What only works with script (pasting) is mentioned only with it.
   document.querySelectorAll("[data-js-only]").forEach(function (el) { el.hidden = false; });
 
