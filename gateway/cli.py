@@ -211,7 +211,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     outbox = group("outbox", "outbound mail")
     p = command(outbox, "list", "cmd_outbox_list", "list outbound mail", json_output=True)
     p.add_argument("--status", choices=[s.value for s in OutboxStatus])
-    p = command(outbox, "retry", "cmd_outbox_retry", "send an outbound mail again now")
+    p = command(outbox, "retry", "cmd_outbox_retry",
+                "queue an outbound mail to be sent again (the daemon's sender, or `outbox flush`, sends it)")
     p.add_argument("id", type=int, metavar="ID")
     command(outbox, "flush", "cmd_outbox_flush", "send every due outbound mail now", json_output=True)
     return parser

@@ -326,7 +326,10 @@ def cmd_ticket_transition(app: App, args: argparse.Namespace) -> int:
     from gateway.desk import operations
 
     done = app.operate(args.key, args.as_email, operations.transition, args.status)
-    print(f"{done.ticket.key}: {done.ticket.status} -> {args.status}")
+    if not done.changed:  # says so, rather than a "resolved -> resolved" that changed nothing
+        print(f"{done.ticket.key}: already {args.status}, unchanged")
+    else:
+        print(f"{done.ticket.key}: {done.ticket.status} -> {args.status}")
     return EX_OK
 
 

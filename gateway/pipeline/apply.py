@@ -6,6 +6,7 @@ notifications), exactly as they do for the command line and the web."""
 
 from __future__ import annotations
 
+import functools
 import re
 
 from sqlalchemy import Connection
@@ -19,12 +20,36 @@ from gateway.pipeline.thread import ThreadMatch
 from gateway.store import repo
 from gateway.store.repo import AccountRow, TicketRow
 
-_REPLY_PREFIX = re.compile(r"^\s*(?:(?:re|aw|wg|fw|fwd|antw)\s*:\s*)+", re.IGNORECASE)
 _INTERNAL = re.compile(r"^\s*#internal\b[ \t]*\r?\n?", re.IGNORECASE)
 
 
-def summary_from(subject: str) -> str:
-    text = _REPLY_PREFIX.sub("", " ".join(subject.split()))
+# What the desk's own subjects put before a summary (status_changed,
+# ticket_shared): a reply that becomes a new ticket leaves it off.
+_DESK_WORDS = ("gelöst", "geschlossen", "wieder geöffnet", "mit ihnen geteilt",
+               "resolved", "closed", "reopened", "shared with you")
+
+
+@functools.lru_cache(maxsize=8)
+def _leading(prefix: str) -> re.Pattern[str]:
+    return re.compile(
+        rf"^\s*(?:(?:re|aw|wg|fw|fwd|antw)\s*:|\[\s*{re.escape(prefix)}-\d+\s*\]|"
+        rf"(?:{'|'.join(re.escape(w) for w in _DESK_WORDS)})\s*:)\s*",
+        re.IGNORECASE,
+    )
+
+
+def summary_from(subject: str, prefix: str = "SD") -> str:
+    """A new ticket's summary from a mail's subject: without reply prefixes
+    (Re:, AW:, …), ticket keys in brackets (``[SD-3]``: a reply to a closed
+    ticket gets a key of its own, a stranger's mention of one is not theirs)
+    and the status words of the desk's own subjects (``Gelöst:``)."""
+    text = " ".join(subject.split())
+    leading = _leading(prefix)
+    while True:
+        shorter = leading.sub("", text, count=1)
+        if shorter == text:
+            break
+        text = shorter
     return (text or "(no subject)")[:500]
 
 
@@ -97,8 +122,9 @@ def create_ticket(
         desk,
         actor,
         NewTicket(
-            request_type=request_type,
-            summary=summary_from(mail.subject),
+            # A reply to a closed ticket continues its matter: same type.
+            request_type=RequestType(closed.request_type) if closed else request_type,
+            summary=summary_from(mail.subject, desk.settings.desk.ticket_prefix),
             description=mail.text,
             priority=extracted.priority or Priority.medium,
             fields=extracted.fields,

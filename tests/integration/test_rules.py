@@ -293,6 +293,20 @@ def test_reply_to_closed_ticket_starts_linked_ticket(desk: App) -> None:
     assert last_mail(desk).disposition == "created SD-2"
     assert ticket(desk, "SD-2").linked_key == "SD-1"
     assert ticket(desk, "SD-1").status == "closed"
+    # Its own summary, without the old key; the old ticket's type.
+    assert ticket(desk, "SD-2").summary == "Signatur schlägt fehl"
+    assert ticket(desk, "SD-2").request_type == ticket(desk, "SD-1").request_type
+
+
+def test_a_new_tickets_summary_leaves_the_desks_words_off() -> None:
+    from gateway.pipeline.apply import summary_from
+
+    assert summary_from("AW: [SD-3] [SD-1] Gelöst: Signatur schlägt fehl") == "Signatur schlägt fehl"
+    assert summary_from("Re: Resolved: Login", "SD") == "Login"
+    assert summary_from("[SD-5] Signatur") == "Signatur"  # a stranger's mention of a key: not theirs
+    assert summary_from("Wichtig: Login geht nicht") == "Wichtig: Login geht nicht"
+    assert summary_from("Re: [HD-7] Frage", "HD") == "Frage"
+    assert summary_from("[SD-5]") == "(no subject)"
 
 
 # -- limits ----------------------------------------------------------------------------

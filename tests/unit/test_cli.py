@@ -239,6 +239,8 @@ def test_ticket_transition(app: App, config: str, seed: Seed, capsys: pytest.Cap
     code, out, _ = run(capsys, "--config", config, "ticket", "transition", "SD-12", "resolved")
     assert code == 0
     assert out == "SD-12: waiting_for_support -> resolved\n"
+    code, out, _ = run(capsys, "--config", config, "ticket", "transition", "SD-12", "resolved")
+    assert code == 0 and out == "SD-12: already resolved, unchanged\n"
     with reading(app.engine) as s:
         ticket = read.get_ticket(s, "SD-12")
         assert ticket.status == "resolved"
