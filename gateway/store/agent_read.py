@@ -20,15 +20,14 @@ from gateway.store.models import (
     InboundMail,
     Organization,
     Ticket,
-    TicketParticipant,
 )
-from gateway.store.read import iso, ticket_basics, ticket_history
+from gateway.store.portal_read import ticket_people
+from gateway.store.read import PRIORITY_RANK, iso, ticket_basics, ticket_history
 from gateway.store.repo import TICKET
 
 OPEN = ("waiting_for_support", "waiting_for_customer")
 STATUSES = ("waiting_for_support", "waiting_for_customer", "resolved", "closed")
 SORTS = ("updated", "created", "priority")
-_PRIORITY_RANK = {"blocker": 5, "critical": 4, "high": 3, "medium": 2, "low": 1}
 
 
 @dataclass
@@ -152,12 +151,12 @@ def _page_ids(
         for status in segment:
             if not counts.get(status):
                 continue
-            groups = list(_PRIORITY_RANK) if sort == "priority" else [None]
+            groups = list(PRIORITY_RANK) if sort == "priority" else [None]
             for priority in groups:
                 stmt = sa_select(col(Ticket.id), key).where(col(Ticket.status) == status, *conditions)
                 if priority is not None:
                     stmt = stmt.where(col(Ticket.priority) == priority)
-                rank = _PRIORITY_RANK.get(priority, 0) if priority else 0
+                rank = PRIORITY_RANK.get(priority, 0) if priority else 0
                 stmt = stmt.order_by(key.desc(), col(Ticket.id).desc()).limit(want)
                 found += [(rank, when, tid) for tid, when in session.execute(stmt).all()]
         found.sort(key=lambda r: (r[0], r[1], r[2]), reverse=True)
@@ -185,18 +184,7 @@ def agent_ticket(session: Session, ticket_id: int) -> dict[str, Any]:
     files and the mail it came from, and the history."""
     ticket = session.get(Ticket, ticket_id)
     assert ticket is not None
-    reporter = session.get(Account, ticket.reporter_id)
-    org = session.get(Organization, ticket.organization_id) if ticket.organization_id else None
-    reporter_org = (
-        session.get(Organization, reporter.organization_id) if reporter and reporter.organization_id else None
-    )
     assignee = session.get(Account, ticket.assignee_id) if ticket.assignee_id else None
-    participants = session.exec(
-        select(Account.email, Account.name)
-        .join(TicketParticipant, col(TicketParticipant.account_id) == col(Account.id))
-        .where(TicketParticipant.ticket_id == ticket_id)
-        .order_by(col(Account.email))
-    ).all()
     comments = session.exec(
         select(Comment, Account.email, Account.name, Account.role)
         .join(Account, col(Account.id) == col(Comment.author_id))
@@ -226,14 +214,9 @@ def agent_ticket(session: Session, ticket_id: int) -> dict[str, Any]:
         **ticket_basics(ticket),
         "id": ticket.id,
         "fields": dict(ticket.fields or {}),
-        "reporter": reporter.email if reporter else "",
-        "reporter_name": reporter.name if reporter else "",
-        "reporter_state": reporter.state if reporter else "",
-        "reporter_organization": reporter_org.name if reporter_org else None,
-        "organization": org.name if org else None,
+        **ticket_people(session, ticket),
         "assignee": assignee.email if assignee else None,
         "assignee_name": assignee.name if assignee else None,
-        "participants": [{"email": e, "name": n} for e, n in participants],
         "created_at": iso(ticket.created_at),
         "updated_at": iso(ticket.updated_at),
         "version": iso(ticket.updated_at),

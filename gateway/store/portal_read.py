@@ -70,17 +70,6 @@ def request_page(session: Session, ticket_id: int) -> dict[str, Any]:
     and the attachments of the request itself."""
     ticket = session.get(Ticket, ticket_id)
     assert ticket is not None
-    reporter = session.get(Account, ticket.reporter_id)
-    org = session.get(Organization, ticket.organization_id) if ticket.organization_id else None
-    reporter_org = (
-        session.get(Organization, reporter.organization_id) if reporter and reporter.organization_id else None
-    )
-    participants = session.exec(
-        select(Account.email, Account.name)
-        .join(TicketParticipant, col(TicketParticipant.account_id) == col(Account.id))
-        .where(TicketParticipant.ticket_id == ticket_id)
-        .order_by(col(Account.email))
-    ).all()
     comments = session.exec(
         select(Comment, Account.email, Account.name, Account.role)
         .join(Account, col(Account.id) == col(Comment.author_id))
@@ -104,12 +93,7 @@ def request_page(session: Session, ticket_id: int) -> dict[str, Any]:
     return {
         **ticket_basics(ticket),
         "fields": dict(ticket.fields or {}),
-        "reporter": reporter.email if reporter else "",
-        "reporter_name": reporter.name if reporter else "",
-        "reporter_organization_id": reporter_org.id if reporter_org else None,
-        "reporter_organization": reporter_org.name if reporter_org else None,
-        "organization": org.name if org else None,
-        "participants": [{"email": e, "name": n} for e, n in participants],
+        **ticket_people(session, ticket),
         "created_at": iso(ticket.created_at),
         "updated_at": iso(ticket.updated_at),
         "attachments": by_comment.get(None, []),
@@ -120,6 +104,32 @@ def request_page(session: Session, ticket_id: int) -> dict[str, Any]:
             }
             for c, email, name, role in comments
         ],
+    }
+
+
+def ticket_people(session: Session, ticket: Ticket) -> dict[str, Any]:
+    """Who a ticket's pages name (the customer's and the agents'): the
+    reporter with their organization, the organization the ticket is shared
+    with, the participants."""
+    reporter = session.get(Account, ticket.reporter_id)
+    org = session.get(Organization, ticket.organization_id) if ticket.organization_id else None
+    reporter_org = (
+        session.get(Organization, reporter.organization_id) if reporter and reporter.organization_id else None
+    )
+    participants = session.exec(
+        select(Account.email, Account.name)
+        .join(TicketParticipant, col(TicketParticipant.account_id) == col(Account.id))
+        .where(TicketParticipant.ticket_id == ticket.id)
+        .order_by(col(Account.email))
+    ).all()
+    return {
+        "reporter": reporter.email if reporter else "",
+        "reporter_name": reporter.name if reporter else "",
+        "reporter_state": reporter.state if reporter else "",
+        "reporter_organization_id": reporter_org.id if reporter_org else None,
+        "reporter_organization": reporter_org.name if reporter_org else None,
+        "organization": org.name if org else None,
+        "participants": [{"email": e, "name": n} for e, n in participants],
     }
 
 

@@ -210,7 +210,8 @@ def ticket_history(session: Session, ticket: Ticket) -> list[JsonDict]:
 
 
 TICKET_SORTS = ("key", "updated", "created", "priority")
-_PRIORITY_RANK = {"blocker": 5, "critical": 4, "high": 3, "medium": 2, "low": 1}
+# Highest first when sorting by priority (ticket list, the agents' queue).
+PRIORITY_RANK = {"blocker": 5, "critical": 4, "high": 3, "medium": 2, "low": 1}
 
 
 def ticket_list(
@@ -243,7 +244,7 @@ def ticket_list(
     elif sort == "created":
         stmt = stmt.order_by(col(Ticket.created_at).desc(), col(Ticket.number).desc())
     elif sort == "priority":
-        rank = case(_PRIORITY_RANK, value=col(Ticket.priority), else_=0)
+        rank = case(PRIORITY_RANK, value=col(Ticket.priority), else_=0)
         stmt = stmt.order_by(rank.desc(), col(Ticket.number))
     else:
         stmt = stmt.order_by(col(Ticket.number))

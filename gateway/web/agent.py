@@ -34,7 +34,7 @@ from gateway.store.db import connection, read_connection, reading
 from gateway.store.repo import AccountRow, TicketRow
 from gateway.web.new_request import MAX_DESCRIPTION, MAX_SUMMARY, Draft, technical_fields
 from gateway.web.portal import Handler, Page, Portal, View, signed_in
-from gateway.web.uploads import read_uploads
+from gateway.web.uploads import read_reply, read_uploads
 
 PAGE_SIZE = 50
 STATUSES = tuple(s.value for s in TicketStatus)
@@ -129,14 +129,6 @@ def routes(portal: Portal) -> list[Route]:
             return await portal.not_found(request, Exception())
         return await show(view, ticket)
 
-    def run(account: AccountRow, ticket: TicketRow, op: Any, *args: Any) -> operations.Done:
-        with connection(portal.engine) as conn:
-            me = repo.account_by_id(conn, account.id)
-            current = repo.ticket_by_id(conn, ticket.id)
-            assert me is not None and current is not None
-            done: operations.Done = op(conn, desk, Actor.of(me, "web"), current, *args)
-            return done
-
     @agents_only
     async def reply(request: Request, view: View, account: AccountRow) -> Response:
         ticket = await run_in_threadpool(find, request.path_params["key"])
@@ -145,21 +137,13 @@ def routes(portal: Portal) -> list[Route]:
         form = await portal.form(view)
         if form is None:
             return await show(view, ticket, 400, errors={"body": "error.csrf"})
-        raw = form.get("body")
-        body = raw.replace("\r\n", "\n").strip("\n").rstrip() if isinstance(raw, str) else ""
         internal = form.get("internal") in ("1", "on", "true")
-        uploads = await read_uploads(form, "attachments", settings.web.max_upload_size)
-        errors: dict[str, str] = {}
-        if uploads.error:
-            errors["attachments"] = uploads.error
-        if not body.strip() and not uploads.files:
-            errors["body"] = "error.comment_empty"
-        elif len(body) > MAX_DESCRIPTION:
-            errors["body"] = "error.description_long"
-        if errors:
-            return await show(view, ticket, 400, errors=errors, values={"body": body, "internal": internal})
-        new = NewComment(body=body, internal=internal, attachments=uploads.files)
-        await run_in_threadpool(run, account, ticket, operations.add_comment, new)
+        reply = await read_reply(form, settings.web.max_upload_size, MAX_DESCRIPTION)
+        if reply.errors:
+            return await show(view, ticket, 400, errors=reply.errors,
+                              values={"body": reply.body, "internal": internal})
+        new = NewComment(body=reply.body, internal=internal, attachments=reply.files)
+        await run_in_threadpool(portal.operate, account.id, ticket.id, operations.add_comment, new)
         flash = "agent.noted" if internal else "agent.replied"
         return portal.redirect(view, f"/agent/tickets/{ticket.key}#latest", flash=flash)
 
@@ -223,10 +207,10 @@ def routes(portal: Portal) -> list[Route]:
         try:
             if remove:
                 who = remove if remove == operations.SHARE_ORG else normalize_address(remove)
-                await run_in_threadpool(run, account, ticket, operations.unshare, who)
+                await run_in_threadpool(portal.operate, account.id, ticket.id, operations.unshare, who)
             elif add:
                 who = add if add == operations.SHARE_ORG else normalize_address(add)
-                await run_in_threadpool(run, account, ticket, operations.share, who)
+                await run_in_threadpool(portal.operate, account.id, ticket.id, operations.share, who)
         except Refused:
             return await show(view, ticket, 400, errors={"share_with": "agent.no_account"},
                               values={**_form_values_of(form), "share_with": add})

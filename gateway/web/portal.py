@@ -27,10 +27,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.types import Message, Receive
 
-from gateway.desk.operations import Desk
+from gateway.desk.operations import Actor, Desk, Done
 from gateway.outbound.templates import template_dir
 from gateway.settings import FieldOption, Settings
-from gateway.store import web as store
+from gateway.store import repo, web as store
 from gateway.store.blobs import make_blob_store
 from gateway.store.db import connection, read_connection
 from gateway.store.repo import AccountRow
@@ -167,6 +167,16 @@ class Portal:
         with connection(self.engine) as conn:
             counts = [store.hit(conn, key, HOUR) for key, _ in keys]
         return all(count <= limit for count, (_, limit) in zip(counts, keys, strict=True))
+
+    def operate(self, account_id: int, ticket_id: int, op: Callable[..., Done], *args: Any) -> Done:
+        """The desk operation ``op(conn, desk, actor, ticket, *args)`` by the
+        account on the ticket, both as they are now, source ``web``, in one
+        transaction (call it in the thread pool)."""
+        with connection(self.engine) as conn:
+            me = repo.account_by_id(conn, account_id)
+            current = repo.ticket_by_id(conn, ticket_id)
+            assert me is not None and current is not None
+            return op(conn, self.desk, Actor.of(me, "web"), current, *args)
 
     # -- responses -------------------------------------------------------
     def page(self, view: View, template: str, status: int = 200, **context: Any) -> Response:

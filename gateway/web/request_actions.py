@@ -8,38 +8,23 @@ as the request page with the message next to its field and the text kept."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.desk import operations
-from gateway.desk.operations import Actor, NewComment
-from gateway.domain import ParsedAttachment, Refused, normalize_address
-from gateway.store import repo
-from gateway.store.db import connection
-from gateway.store.repo import AccountRow, TicketRow
+from gateway.desk.operations import NewComment
+from gateway.domain import Refused, normalize_address
+from gateway.store.repo import AccountRow
 from gateway.web.portal import Portal, View, signed_in
 from gateway.web.requests import show_request, visible
-from gateway.web.uploads import read_uploads
+from gateway.web.uploads import read_reply
 
 MAX_COMMENT = 50_000
 
 
 def routes(portal: Portal) -> list[Route]:
-    desk = portal.desk
-
-    def run(account: AccountRow, ticket: TicketRow, op: Any, *args: Any) -> operations.Done:
-        """``op`` on the ticket as it is now, in one transaction."""
-        with connection(portal.engine) as conn:
-            me = repo.account_by_id(conn, account.id)
-            current = repo.ticket_by_id(conn, ticket.id)
-            assert me is not None and current is not None
-            done: operations.Done = op(conn, desk, Actor.of(me, "web"), current, *args)
-            return done
-
     @signed_in(portal)
     async def comment(request: Request, view: View, account: AccountRow) -> Response:
         ticket = await run_in_threadpool(visible, portal, account, request.path_params["key"])
@@ -48,23 +33,14 @@ def routes(portal: Portal) -> list[Route]:
         form = await portal.form(view)
         if form is None:
             return await show_request(portal, view, account, ticket, 400, errors={"body": "error.csrf"})
-        raw = form.get("body")
-        body = raw.replace("\r\n", "\n").strip("\n").rstrip() if isinstance(raw, str) else ""
-        uploads = await read_uploads(form, "attachments", portal.settings.web.max_upload_size)
-        errors: dict[str, str] = {}
-        if uploads.error:
-            errors["attachments"] = uploads.error
-        if not body.strip() and not uploads.files:
-            errors["body"] = "error.comment_empty"
-        elif len(body) > MAX_COMMENT:
-            errors["body"] = "error.description_long"
-        if errors:
-            return await show_request(portal, view, account, ticket, 400, errors=errors,
+        reply = await read_reply(form, portal.settings.web.max_upload_size, MAX_COMMENT)
+        body = reply.body
+        if reply.errors:
+            return await show_request(portal, view, account, ticket, 400, errors=reply.errors,
                                       values={"body": body[:MAX_COMMENT * 2]})
-        files: list[ParsedAttachment] = uploads.files
-        new = NewComment(body=body, attachments=files)
+        new = NewComment(body=body, attachments=reply.files)
         try:
-            await run_in_threadpool(run, account, ticket, operations.add_comment, new)
+            await run_in_threadpool(portal.operate, account.id, ticket.id, operations.add_comment, new)
         except Refused:
             # A closed request takes no more comments from customers.
             return await show_request(portal, view, account, ticket, 400, errors={"body": "error.closed"},
@@ -85,18 +61,15 @@ def routes(portal: Portal) -> list[Route]:
         if raw is None and not remove:  # nothing chosen (a person form's placeholder)
             return portal.redirect(view, target)
         share_with = raw.strip()[:320] if isinstance(raw, str) else ""
+        if isinstance(remove, str) and remove:
+            op, who, flash = operations.unshare, normalize_address(remove[:320]), "request.unshared"
+        elif share_with == "":
+            op, who, flash = operations.unshare, operations.SHARE_ORG, "request.unshared"
+        else:
+            who = share_with if share_with == operations.SHARE_ORG else normalize_address(share_with)
+            op, flash = operations.share, "request.shared_now"
         try:
-            if isinstance(remove, str) and remove:
-                done = await run_in_threadpool(
-                    run, account, ticket, operations.unshare, normalize_address(remove[:320]))
-                flash = "request.unshared"
-            elif share_with == "":
-                done = await run_in_threadpool(run, account, ticket, operations.unshare, operations.SHARE_ORG)
-                flash = "request.unshared"
-            else:
-                person = share_with if share_with == operations.SHARE_ORG else normalize_address(share_with)
-                done = await run_in_threadpool(run, account, ticket, operations.share, person)
-                flash = "request.shared_now"
+            done = await run_in_threadpool(portal.operate, account.id, ticket.id, op, who)
         except operations.Forbidden:  # a participant, not the reporter: may see, not share
             return portal.redirect(view, target, flash="error.not_allowed")
         except Refused:  # not a person of the reporter's organization
@@ -118,7 +91,7 @@ def routes(portal: Portal) -> list[Route]:
         if wanted not in ("resolved", "waiting_for_support"):
             return portal.redirect(view, target)
         try:
-            await run_in_threadpool(run, account, ticket, operations.transition, wanted)
+            await run_in_threadpool(portal.operate, account.id, ticket.id, operations.transition, wanted)
         except Refused:
             return portal.redirect(view, target, flash="error.not_allowed")
         flash = "request.resolved" if wanted == "resolved" else "request.reopened"

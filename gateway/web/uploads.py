@@ -1,4 +1,5 @@
-"""Files posted with a portal form (a new request, a comment): read into
+"""Files posted with a portal form (a new request, a comment; and a reply
+form's text with them, ``read_reply``): read into
 ``ParsedAttachment``s the desk's operations store like a mail's, with
 display-only names, at most ``web.max_upload_size`` bytes together.
 
@@ -50,3 +51,30 @@ async def read_uploads(form: FormData, name: str, limit: int) -> Uploads:
             data=data,
         ))
     return Uploads(files)
+
+
+@dataclass
+class Reply:
+    """A posted reply (the customer's comment box, the agent's reply or
+    note): its text, its files, and the messages for its fields."""
+
+    body: str
+    files: list[ParsedAttachment]
+    errors: dict[str, str]
+
+
+async def read_reply(form: FormData, limit: int, max_chars: int) -> Reply:
+    """``body`` and ``attachments`` of a reply form: text or a file is
+    needed, the text at most ``max_chars`` long, the files at most ``limit``
+    bytes together."""
+    raw = form.get("body")
+    body = raw.replace("\r\n", "\n").strip("\n").rstrip() if isinstance(raw, str) else ""
+    uploads = await read_uploads(form, "attachments", limit)
+    errors: dict[str, str] = {}
+    if uploads.error:
+        errors["attachments"] = uploads.error
+    if not body.strip() and not uploads.files:
+        errors["body"] = "error.comment_empty"
+    elif len(body) > max_chars:
+        errors["body"] = "error.description_long"
+    return Reply(body, uploads.files, errors)
