@@ -10,6 +10,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from gateway.domain import MailStatus, normalize_address
+from gateway.exits import CommandError
 from gateway.settings import Settings
 
 # Each command imports only what it uses (`gateway ticket list` needs
@@ -56,23 +57,38 @@ class App:
 
         schema.upgrade(self.engine)
 
-    def ensure_schema(self) -> None:
+    def ensure_schema(self, create: bool = True) -> None:
         """Migrate an embedded SQLite automatically; PostgreSQL needs
-        ``gateway db upgrade``."""
+        ``gateway db upgrade``. ``create=False`` (the operator's commands
+        other than ``serve``, ``web``, ``ingest``): a store that is not
+        there is an error naming the database looked for, not a new empty
+        one and an empty table printed from it (a command run in the
+        wrong directory)."""
         from gateway.store import schema
-        from gateway.store.db import is_sqlite
+        from gateway.store.db import is_sqlite, sqlite_file
 
+        url = self.settings.database.url
+        path = sqlite_file(url)
+        if not create and path is not None and not path.exists():
+            raise CommandError(
+                f"no database at {path} ([database] url = {url!r}, relative to the current directory): "
+                "run the command where the gateway runs, or name its config with --config or "
+                "GATEWAY_CONFIG; `gateway db upgrade` creates a new one"
+            )
         if schema.is_up_to_date(self.engine):
             return
         current = schema.current_revision(self.engine)
         if current is not None and not schema.is_known(current):
-            raise RuntimeError(
+            raise CommandError(
                 f"database schema revision {current} is newer than this gateway: install the newer version"
             )
+        where = self.settings.masked()["database"]["url"]
+        if current is None and not create:
+            raise CommandError(f"no gateway schema in the database {where}: `gateway db upgrade` creates it")
         if is_sqlite(self.engine):
             schema.upgrade(self.engine)
             return
-        raise RuntimeError("database schema is not up to date: run `gateway db upgrade`")
+        raise CommandError(f"database schema of {where} is not up to date: run `gateway db upgrade`")
 
     def ingest(
         self, paths: Sequence[str], recipient: str | None, progress: bool, stdin: BinaryIO | None = None

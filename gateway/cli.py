@@ -88,7 +88,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(
-        group: Any, name: str, handler: str, help: str, *, json_output: bool = False, db: bool = True
+        group: Any, name: str, handler: str, help: str, *, json_output: bool = False, db: bool = True,
+        creates: bool = False,
     ) -> Any:
         if isinstance(group, _Unused):
             return group
@@ -98,7 +99,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         if json_output:
             sub.add_argument("--json", action="store_true", help="one JSON document on stdout")
         # The handler by name: commands.py is imported only to run it.
-        sub.set_defaults(handler=handler, needs_db=db)
+        # creates: the command makes a new store where none is; the others
+        # say which database they looked for (commands.run).
+        sub.set_defaults(handler=handler, needs_db=db, creates_store=creates)
         return sub
 
     def group(name: str, help: str) -> Any:
@@ -107,9 +110,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
             return _Unused()
         return sub.add_subparsers(dest=f"{name}_command", metavar="COMMAND", required=True)
 
-    command(commands, "serve", "cmd_serve", "run the daemon until SIGTERM")
-    command(commands, "web", "cmd_web", "run the web portal alone until SIGTERM")
-    p = command(commands, "ingest", "cmd_ingest", "spool and process mail from stdin, .eml, mbox or Maildir")
+    command(commands, "serve", "cmd_serve", "run the daemon until SIGTERM", creates=True)
+    command(commands, "web", "cmd_web", "run the web portal alone until SIGTERM", creates=True)
+    p = command(commands, "ingest", "cmd_ingest", "spool and process mail from stdin, .eml, mbox or Maildir",
+                creates=True)
     p.add_argument("paths", nargs="*", metavar="PATH", help="files or folders; none or '-': stdin")
     p.add_argument("--recipient", metavar="ADDR", help="envelope recipient (picks the request type)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")

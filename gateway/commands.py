@@ -7,6 +7,7 @@ parses the arguments and imports this module only when a command runs, so
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import errno
 import json
@@ -20,13 +21,14 @@ from gateway.domain import Refused, TemporaryFailure
 from gateway.exits import EX_FAIL, EX_OK, EX_SOFTWARE, EX_TEMPFAIL, EX_USAGE, CommandError, error
 from gateway.settings import ConfigError, load_settings
 from gateway.store import read
-from gateway.store.db import is_transient, reading, transaction
+from gateway.store.db import connect_failure, is_transient, reading, transaction
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
 
     from gateway.app import App
     from gateway.desk.operations import Actor, Desk, Done
+    from gateway.settings import Settings
     from gateway.store.repo import TicketRow
 
 
@@ -118,16 +120,61 @@ def _since(iso: str | None, now: dt.datetime) -> str:
     return f"{_short_time(iso)} ({_ago((now - dt.datetime.fromisoformat(iso)).total_seconds())})"
 
 
+def _mailbox_key(cfg: Any) -> str:
+    """The name a mailbox's cursor is stored under (``ingress.imap.Poller``)."""
+    return f"{cfg.username}@{cfg.host}:{cfg.port}/{cfg.folder}"[:500]
+
+
+def _imap_state(app: App, polled: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every configured mailbox, polled or not yet, then cursors of mailboxes
+    no longer configured (their history is still worth seeing)."""
+    by_key = {box["mailbox"]: box for box in polled}
+    out: list[dict[str, Any]] = []
+    for cfg in app.settings.imap:
+        key = _mailbox_key(cfg)
+        box = by_key.pop(key, None) or {"mailbox": key, "last_success_at": None, "last_error": None,
+                                        "last_error_at": None, "failing": False}
+        out.append({**box, "configured": True})
+    out += [{**box, "configured": False} for box in by_key.values()]
+    return out
+
+
+def _daemon_here(settings: Settings) -> dict[str, Any]:
+    """Whether a ``gateway serve`` answers on this host: its hand-off socket
+    (only a gateway serves it), else anything on the SMTP listen address."""
+    import socket
+
+    from gateway.web.server import parse_listen
+
+    path = settings.smtp.socket
+    if path:
+        with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(0.5)
+            sock.connect(path)
+            return {"running": True, "how": f"answers on {path}"}
+    host, port = parse_listen(settings.smtp.listen)
+    with contextlib.suppress(OSError), socket.create_connection((host or "127.0.0.1", port), timeout=0.5):
+        return {"running": True, "how": f"something answers on {settings.smtp.listen}"
+                                       + (f" (not on {path})" if path else "")}
+    return {"running": False, "how": f"nothing answers on {settings.smtp.listen}"
+                                     + (f" or {path}" if path else "")}
+
+
 def cmd_status(app: App, args: argparse.Namespace) -> int:
     now = dt.datetime.now(dt.UTC)
     with reading(app.engine) as session:
         st = read.status_json(session, now)
+    st["imap"] = _imap_state(app, st["imap"])
+    st["daemon"] = _daemon_here(app.settings)
     if args.json:
         _print_json(st)
         return EX_OK
     spool, inbound, outbox = st["spool"], st["inbound"], st["outbox"]
     oldest = f", oldest queued {_ago(spool['oldest_queued_age_seconds'])}" if spool["queued"] else ""
+    daemon = st["daemon"]
     pairs: list[tuple[str, object]] = [
+        ("daemon", ("running on this host" if daemon["running"] else "not running on this host")
+                   + f" ({daemon['how']})"),
         ("spool", f"{spool['depth']} waiting ({spool['queued']} queued, {spool['processing']} processing)"
                   + oldest),
         ("quarantined", f"{st['quarantined']}" + ("  (gateway mail list --status quarantined)"
@@ -143,13 +190,18 @@ def cmd_status(app: App, args: argparse.Namespace) -> int:
             **st["outbox_unverified_capped"])),
     ]
     for box in st["imap"]:
-        state = "FAILING" if box["failing"] else "ok"
-        text = f"{state}; last success {_since(box['last_success_at'], now)}"
+        if box["last_success_at"] is None and not box["last_error"]:
+            text = "not polled yet"
+        else:
+            state = "FAILING" if box["failing"] else "ok"
+            text = f"{state}; last success {_since(box['last_success_at'], now)}"
         if box["last_error"]:
             text += f"; last error {_since(box['last_error_at'], now)}: {box['last_error']}"
+        if not box["configured"]:
+            text += " (no longer configured)"
         pairs.append((f"imap {box['mailbox']}", text))
     if not st["imap"]:
-        pairs.append(("imap", "no mailbox polled yet"))
+        pairs.append(("imap", "no mailbox configured ([[imap]])"))
     _print_pairs(pairs)
     return EX_OK
 
@@ -505,7 +557,6 @@ def cmd_account_unbounce(app: App, args: argparse.Namespace) -> int:
 def cmd_account_create(app: App, args: argparse.Namespace) -> int:
     from gateway import staff
 
-    app.ensure_schema()
     try:
         print(staff.create_account(app.engine, app.settings, args.email, role=args.role, name=args.name,
                                    promote=args.promote))
@@ -517,7 +568,6 @@ def cmd_account_create(app: App, args: argparse.Namespace) -> int:
 def cmd_account_disable(app: App, args: argparse.Namespace) -> int:
     from gateway import staff
 
-    app.ensure_schema()
     try:
         print(staff.disable_account(app.engine, args.email))
     except staff.StaffError as exc:
@@ -612,12 +662,14 @@ Handler = Callable[["App", argparse.Namespace], int]
 def run(args: argparse.Namespace) -> int:
     """Run the parsed command; every failure ends as one line on stderr
     and an exit code (``GATEWAY_DEBUG=1`` adds the traceback of a bug)."""
+    settings: Settings | None = None
     try:
         from gateway.app import App
 
-        app = App(load_settings(args.config))
+        settings = load_settings(args.config)
+        app = App(settings)
         if args.needs_db:
-            app.ensure_schema()
+            app.ensure_schema(create=args.creates_store)
         handler: Handler = globals()[args.handler]
         code: int = handler(app, args)
         return code
@@ -625,10 +677,10 @@ def run(args: argparse.Namespace) -> int:
         error(str(exc))
         return EX_USAGE
     except TemporaryFailure as exc:
-        error(f"temporary failure: {exc or 'try again later'}")
+        error(f"temporary failure: {_unreachable(exc, settings) or exc or 'try again later'}")
         return EX_TEMPFAIL
     except (KeyError, IndexError) as exc:
-        return _internal_error(exc)
+        return _internal_error(exc, settings)
     except (LookupError, Refused) as exc:
         # read.NotFound, or a LookupError from App naming what is missing
         error(str(exc))
@@ -644,13 +696,23 @@ def run(args: argparse.Namespace) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except Exception as exc:
-        return _internal_error(exc)
+        return _internal_error(exc, settings)
 
 
-def _internal_error(exc: Exception) -> int:
+def _unreachable(exc: BaseException, settings: Settings | None) -> str | None:
+    """Which database could not be reached and why (password masked): the
+    first thing an operator needs when PostgreSQL is down or misnamed."""
+    reason = connect_failure(exc)
+    if reason is None or settings is None:
+        return None
+    return f"cannot reach the database {settings.masked()['database']['url']}: {reason}"
+
+
+def _internal_error(exc: Exception, settings: Settings | None) -> int:
     if is_transient(exc):
         full = isinstance(exc, OSError) and exc.errno == errno.ENOSPC
-        error("temporary failure: " + ("disk full" if full else "database busy or unavailable"))
+        reason = "disk full" if full else _unreachable(exc, settings) or "database busy or unavailable"
+        error(f"temporary failure: {reason}")
         return EX_TEMPFAIL
     if os.environ.get("GATEWAY_DEBUG") == "1":
         traceback.print_exception(exc)

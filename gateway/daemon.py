@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from gateway import jobs, logging_setup
 from gateway.children import die_with
 from gateway.domain import TemporaryFailure
+from gateway.exits import CommandError
 from gateway.ingress.smtp import Listener, listener_config
 from gateway.metrics import Metrics
 from gateway.outbound.sender import run_sender
@@ -191,7 +192,16 @@ class Daemon:
             # (Freezing is cheap; a gc.collect() first would itself stall.)
             gc.freeze()
             await self._start_workers()
-            await self.listener.start()
+            try:
+                await self.listener.start()
+            except OSError as exc:
+                # The one failure an operator meets here (a second daemon, a
+                # port below 1024, an address not on this host): say which.
+                raise CommandError(
+                    f"cannot listen on {self.settings.smtp.listen}: "
+                    f"{os.strerror(exc.errno) if exc.errno else exc}"
+                    " ([smtp] listen)"
+                ) from None
             host, port = self.listener.address
             mode = "LMTP" if self.settings.smtp.lmtp else "SMTP"
             log.info("listening on %s:%s (%s)", host, port, mode)

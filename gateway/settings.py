@@ -5,10 +5,12 @@ overrides, validated into one frozen ``Settings`` object that is passed down
 from __future__ import annotations
 
 import os
+import re
 import tomllib
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gateway.config_peek import DEFAULT_DESK_ADDRESS, DEFAULT_LOCAL_SOCKET
@@ -49,6 +51,29 @@ FREE_MAIL_DOMAINS = frozenset(
         "fastmail.com",
     }
 )
+
+
+_HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^:\[\]\s]*):([0-9]{1,5})")
+
+
+def _host_port(listen: str) -> str:
+    """``host:port`` (an IPv6 host in brackets; port 0 picks a free one)."""
+    match = _HOST_PORT.fullmatch(listen)
+    if match is None:
+        raise ValueError(f"{listen!r} is not host:port (e.g. 127.0.0.1:2525, [::1]:2525)")
+    if int(match.group(2)) > 65535:
+        raise ValueError(f"port out of range (0-65535) in {listen!r}")
+    return listen
+
+
+def _host_port_or_off(listen: str) -> str:
+    return listen and _host_port(listen)
+
+
+# The SMTP listener is the daemon's reason to run: never empty. The portal
+# and the metrics endpoint turn off with "".
+Listen = Annotated[str, AfterValidator(_host_port)]
+ListenOrOff = Annotated[str, AfterValidator(_host_port_or_off)]
 
 
 class ConfigError(Exception):
@@ -118,7 +143,7 @@ class StorageSettings(_Section):
 
 
 class SmtpSettings(_Section):
-    listen: str = "127.0.0.1:2525"
+    listen: Listen = "127.0.0.1:2525"
     lmtp: bool = False
     max_message_size: int = Field(default=26_214_400, gt=0)
     max_recipients: int = Field(default=100, gt=0)
@@ -232,14 +257,13 @@ class WorkerSettings(_Section):
     claim_timeout_seconds: int = Field(default=600, gt=0)
 
 
-_LISTEN = r"^$|^(\[[0-9A-Fa-f:.]+\]|[^:\[\]]*):[0-9]{1,5}$"
 
 
 class WebSettings(_Section):
     """The portal (SPEC §6): ``gateway serve`` runs it in worker processes of
     its own; ``listen = ""`` leaves it to a separate ``gateway web``."""
 
-    listen: str = Field(default="127.0.0.1:8080", pattern=_LISTEN)
+    listen: ListenOrOff = "127.0.0.1:8080"
     processes: int = Field(default=1, gt=0)  # uvicorn worker processes
     # X-Forwarded-For / -Proto are believed only from these addresses.
     trusted_proxies: tuple[str, ...] = ()
@@ -330,7 +354,7 @@ class MetricsSettings(_Section):
     """Prometheus endpoint of ``gateway serve``; ``listen = ""`` disables it.
     It has no authentication: keep it on loopback (or behind a proxy)."""
 
-    listen: str = Field(default="127.0.0.1:9125", pattern=_LISTEN)
+    listen: ListenOrOff = "127.0.0.1:9125"
 
 
 # -- end operations -------------------------------------------------------
@@ -441,9 +465,29 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
             raise ConfigError(f"config file {path}: invalid TOML: {exc}") from None
         except OSError as exc:
             raise ConfigError(f"config file {path}: {exc.strerror}") from None
+    _check_environment(os.environ)
     try:
         return Settings(**data)
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        raise ConfigError(f"invalid config key {key}: {err['msg']}") from None
+        message = err["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"invalid config key {key}: {message}") from None
+
+
+def _check_environment(environ: Mapping[str, str]) -> None:
+    """An unknown section in a ``GATEWAY__`` variable is an error, as an
+    unknown key in the file is: pydantic-settings reads only the variables
+    named after a section, so ``GATEWAY__SMPT__LISTEN`` would otherwise be
+    ignored without a word. (Unknown keys inside a known section already
+    fail validation.)"""
+    sections = set(Settings.model_fields)
+    for name in environ:
+        if not name.upper().startswith("GATEWAY__"):
+            continue
+        section = name[len("GATEWAY__"):].split("__", 1)[0].lower()
+        if section not in sections:
+            raise ConfigError(
+                f"environment variable {name}: unknown section {section!r} "
+                f"(sections: {', '.join(sorted(sections))})"
+            )

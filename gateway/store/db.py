@@ -29,6 +29,15 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The file of a file-based SQLite URL, absolute (relative paths are
+    relative to the current directory); None for anything else."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database).expanduser().absolute()
+
+
 def make_engine(url: str, busy_timeout_ms: int = 5000) -> Engine:
     """Create the engine; for a file-based SQLite, create its directory."""
     parsed = make_url(url)
@@ -192,6 +201,24 @@ def _short_reason(exc: BaseException) -> str:
     if "connect" in lowered or "server closed" in lowered or "terminat" in lowered:
         return "database unavailable"
     return "database error"
+
+
+def connect_failure(exc: BaseException) -> str | None:
+    """Why the database could not be reached, in the driver's words but
+    one line and without its advice (``connection refused``, ``failed to
+    resolve host 'db.example'``); None when ``exc`` is something else. For
+    the operator's command line only: SMTP clients get ``_short_reason``."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, OperationalError):
+        cause = cause.__cause__
+    if cause is None:
+        return None
+    text = str(getattr(cause, "orig", None) or cause).strip()
+    first = text.splitlines()[0] if text else ""
+    if not any(word in first.lower() for word in ("connect", "resolve", "timeout", "authentication")):
+        return None
+    reason = first.rsplit("failed: ", 1)[-1].strip()
+    return reason[:1].lower() + reason[1:]
 
 
 def dialect_insert(dialect_name: str, table: Any) -> Any:

@@ -15,6 +15,7 @@ from sqlalchemy import inspect, text
 from sqlmodel import SQLModel
 
 from gateway.app import App
+from gateway.exits import CommandError
 from gateway.settings import Settings
 from gateway.store import models, schema
 from gateway.store.db import make_engine, transaction
@@ -95,7 +96,7 @@ def test_ensure_schema(settings: Settings) -> None:
             application.ensure_schema()
             assert schema.is_up_to_date(application.engine)
         else:
-            with pytest.raises(RuntimeError, match="gateway db upgrade"):
+            with pytest.raises(CommandError, match="gateway db upgrade"):
                 application.ensure_schema()
             application.db_upgrade()
             application.ensure_schema()
@@ -135,7 +136,7 @@ def test_ensure_schema_refuses_a_newer_database(app: App) -> None:
     or reported as merely outdated (PostgreSQL)."""
     with transaction(app.engine) as s:
         s.execute(text("UPDATE alembic_version SET version_num = '9999'"))
-    with pytest.raises(RuntimeError, match="newer than this gateway"):
+    with pytest.raises(CommandError, match="newer than this gateway"):
         app.ensure_schema()
 
 
