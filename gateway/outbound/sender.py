@@ -463,6 +463,14 @@ async def run_sender(
     poll = app.settings.outbound.poll_seconds
     try:
         while not stop_event.is_set():
+            if app.settings is not sender.settings:
+                # A reload (SIGHUP) replaced the settings: [desk], [outbound]
+                # and [security] reach the next mail. Between passes, so no
+                # mail is rendered with one configuration and sent with another.
+                await sender.close()
+                sender = OutboxSender(app.settings, app.engine)
+                poll = app.settings.outbound.poll_seconds
+                log.info("outbox: sending with the reloaded configuration")
             try:
                 counts = await sender.run_once(stop_event, yield_to)
                 if counts:

@@ -16,6 +16,7 @@ import signal
 import smtplib
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -96,6 +97,44 @@ def test_sighup_with_a_listener_change_warns_and_keeps_listening(gw: GatewayProc
     with smtplib.SMTP("127.0.0.1", old_port, timeout=10) as c:
         assert c.noop()[0] == 250
     assert gw.stop() == 0
+
+
+def test_sighup_reaches_the_outbox_sender(gw: GatewayProcess) -> None:
+    """[desk] and [outbound] changes reach the next outgoing mail (the
+    sender used to keep the settings it started with)."""
+    gw.sections["outbound"]["poll_seconds"] = 1
+    gw.write_config()
+    gw.start()
+    with smtplib.SMTP("127.0.0.1", gw.port, timeout=10) as client:
+        client.sendmail("anna@bauwerk-ag.de", [DESK], message(1))
+    first = wait_for_sent(gw, 1)[0]
+    assert "From: \"XiTrust Servicedesk\" <servicedesk@xitrust.com>" in first
+
+    gw.sections["desk"]["name"] = "Bauwerk Support Desk"
+    gw.sections["outbound"]["from"] = "Bauwerk Support Desk <servicedesk@xitrust.com>"
+    gw.sections["outbound"]["maildir"] = str(gw.state / "sent-after-reload")
+    gw.write_config()
+    gw.signal(signal.SIGHUP)
+    gw.wait_for_log("reloaded configuration")
+    with smtplib.SMTP("127.0.0.1", gw.port, timeout=10) as client:
+        client.sendmail("bob@bauwerk-ag.de", [DESK], message(2, sender="bob"))
+    second = wait_for_sent(gw, 1, folder="sent-after-reload")[0]
+    assert "From: \"Bauwerk Support Desk\" <servicedesk@xitrust.com>" in second
+    assert "outbox: sending with the reloaded configuration" in gw.log_text()
+    assert len(list((gw.state / "sent" / "new").iterdir())) == 1  # nothing more went the old way
+    assert gw.stop() == 0
+
+
+def wait_for_sent(gw: GatewayProcess, n: int, folder: str = "sent", timeout: float = 60) -> list[str]:
+    """The mails in the outbound Maildir once there are ``n`` of them."""
+    deadline = time.monotonic() + timeout
+    new = gw.state / folder / "new"
+    while time.monotonic() < deadline:
+        files = sorted(new.iterdir()) if new.exists() else []
+        if len(files) >= n:
+            return [f.read_text(errors="replace") for f in files]
+        time.sleep(0.1)
+    raise AssertionError(f"{n} mail(s) not sent to {new} in {timeout}s:\n{gw.log_text()[-3000:]}")
 
 
 # -- metrics ----------------------------------------------------------------
