@@ -31,7 +31,6 @@ from gateway.store.repo import AccountRow
 
 PURPOSE_SIGNUP = "signup"
 PURPOSE_RESET = "password_reset"
-SIGNUP_TEMPLATES = ("signup_confirmation", "signup_invitation")
 # Mails about an account's access, and how often one of a kind may go to an address.
 ACCOUNT_EXISTS_TEMPLATES = ("account_exists",)
 RESET_TEMPLATES = ("password_reset",)
@@ -119,7 +118,7 @@ def reset_url(settings: Settings, raw: str) -> str:
 def recent_signup_mail(conn: Connection, address: str, now: dt.datetime) -> bool:
     """Whether a confirmation or invitation went (or is going) to the address
     in the last day."""
-    return outbox.mails_to_since(conn, address, SIGNUP_TEMPLATES, now - REPEAT_INTERVAL) > 0
+    return outbox.mails_to_since(conn, address, outbox.SIGNUP_TEMPLATES, now - REPEAT_INTERVAL) > 0
 
 
 def request_signup(engine: Engine, settings: Settings, email: str, locale: str | None = None) -> None:

@@ -240,6 +240,10 @@ class MailContext:
     # (name, URL). Neither for an unverified recipient.
     attachments: tuple[tuple[str, str, bytes], ...] = ()
     links: tuple[tuple[str, str], ...] = ()
+    # An unverified recipient was sent a signup link once: the mail may
+    # point to "the link from our invitation". A colleague who wrote to a
+    # shared ticket never got one, and is sent to the signup page instead.
+    invited: bool = False
 
 
 def load_context(
@@ -290,6 +294,7 @@ def load_context(
             author = clean_header_text(who, 100)
             attachments, links = _comment_files(conn, settings, comment_id, blobs)
     in_reply_to, references = _thread(conn, row, ticket_mid, comment_mid, message_id)
+    invited = not verified and outbox.signup_link_sent(conn, row.to_addr)
     events = AGENT_EVENTS if row.template == "agent_notice" else STATUS_EVENTS
     event = row.data.get("event") if row.data.get("event") in events else None
     if row.template == "status_changed" and event is None:
@@ -313,6 +318,7 @@ def load_context(
         by=clean_header_text(by, 100) if verified and isinstance(by := row.data.get("by"), str) else None,
         attachments=attachments,
         links=links,
+        invited=invited,
     )
 
 
@@ -401,6 +407,7 @@ class Renderer:
             "author": ctx.author,
             "event": ctx.event,
             "own": ctx.own,
+            "invited": ctx.invited,
             "by": ctx.by,
             "links": ctx.links,
             "signup_url": ctx.signup_url,  # the mail's link (signup or password reset)

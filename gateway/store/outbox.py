@@ -194,6 +194,17 @@ def automatic_mails_sent_to(
     return int(count), oldest
 
 
+# The mails that carry a signup link (``gateway.signup``).
+SIGNUP_TEMPLATES = ("signup_confirmation", "signup_invitation")
+_EVER = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def signup_link_sent(conn: Connection, address: str) -> bool:
+    """Whether ``address`` was ever sent a signup link (a mail may then
+    refer to "the link from our invitation")."""
+    return mails_to_since(conn, address, SIGNUP_TEMPLATES, _EVER) > 0
+
+
 def mails_to_since(conn: Connection, address: str, templates: Sequence[str], since: dt.datetime) -> int:
     """Outbox rows for ``address`` with one of ``templates`` queued since
     ``since``, whatever became of them (signup asks this: a confirmation

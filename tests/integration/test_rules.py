@@ -3,6 +3,9 @@ after their case, through ``gateway ingest`` into SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
 
@@ -183,6 +186,35 @@ def test_colleague_in_shared_org_comments_and_cc_member_participates(desk: App) 
     # the colleague's comment is announced to the reporter, not to its author
     assert ("anna.mueller@bauwerk-ag.de", "comment_added", "SD-1") in outbox(desk)
     assert ("kai.weber@bauwerk-ag.de", "comment_added", "SD-1") not in outbox(desk)
+
+
+def test_colleague_without_account_is_told_where_to_register(desk: App) -> None:
+    """The reporter got an invitation; the colleague who wrote to her shared
+    ticket never did: the mail of the agent's reply sends them to the signup
+    page instead of "the link from our invitation"."""
+    make_org(desk, "Bauwerk AG", "bauwerk-ag.de", shared=True)
+    make_agent(desk, "sam.agent@xitrust.com")
+    ingest(desk, "new-request-de.eml", "colleague-reply-same-org.eml", "agent-reply-trusted.eml")
+    assert desk.flush_outbox()["sent"] >= 3
+    mails = sent_mails(desk)
+    invitation = "über den Link aus unserer Einladung"
+    to_anna = [m for m in mails if "anna.mueller@bauwerk-ag.de" in m["To"]]
+    to_kai = [m for m in mails if "kai.weber@bauwerk-ag.de" in m["To"]]
+    assert [m["Subject"].startswith("[SD-1]") for m in to_kai] == [True]
+    kai_text = to_kai[0].get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert invitation not in kai_text
+    assert "Registrieren Sie sich\nmit dieser E-Mail-Adresse unter http://localhost:8080/signup" in kai_text
+    assert "Update 9.2.3" not in kai_text  # still nothing of the content before signup
+    anna_texts = [m.get_body(("plain",)).get_content() for m in to_anna]  # type: ignore[union-attr]
+    assert any(invitation in t for t in anna_texts), anna_texts
+
+
+def sent_mails(app: App) -> list[EmailMessage]:
+    new = Path(app.settings.outbound.maildir) / "new"
+    return [
+        BytesParser(policy=policy.default).parsebytes(f.read_bytes())  # type: ignore[misc]
+        for f in sorted(new.iterdir())
+    ]
 
 
 # -- robots, duplicates ----------------------------------------------------
