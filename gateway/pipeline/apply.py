@@ -16,6 +16,7 @@ from gateway.desk.operations import Actor, Desk, Done, NewComment, NewTicket
 from gateway.domain import ParsedMail, Priority, RequestType, is_desk_address
 from gateway.pipeline.fields import ExtractedFields
 from gateway.pipeline.identify import Sender, create_account, domain_of, organization_for_domain
+from gateway.pipeline.reply_text import trim_blank_lines
 from gateway.pipeline.thread import ThreadMatch
 from gateway.store import repo
 from gateway.store.repo import AccountRow, TicketRow
@@ -125,7 +126,7 @@ def create_ticket(
             # A reply to a closed ticket continues its matter: same type.
             request_type=RequestType(closed.request_type) if closed else request_type,
             summary=summary_from(mail.subject, desk.settings.desk.ticket_prefix),
-            description=mail.text,
+            description=trim_blank_lines(mail.text),
             priority=extracted.priority or Priority.medium,
             fields=extracted.fields,
             attachments=mail.attachments,

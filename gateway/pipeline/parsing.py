@@ -12,6 +12,7 @@ import hashlib
 from dataclasses import dataclass
 
 from gateway.domain import ParsedMail, Quarantine, normalize_address, normalize_message_id
+from gateway.pipeline.charsets import decode_header_value
 from gateway.pipeline.parse import parse_mail
 from gateway.settings import LimitsSettings
 
@@ -51,7 +52,8 @@ def _header_peek(raw: bytes) -> tuple[str | None, str | None, str | None]:
         head = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw[:65536])
         mid = head.get("Message-ID")
         frm = email.utils.parseaddr(str(head.get("From", "")))[1]
-        subject = str(head.get("Subject", ""))[:998]
+        # Decoded as the parser would (operators read it in `mail list/show`).
+        subject = decode_header_value(head.get("Subject", ""))[:998]
         return (normalize_message_id(str(mid)) if mid else None, normalize_address(frm) or None, subject)
     except Exception:  # noqa: BLE001 - a header we cannot read is no reason to fail
         return None, None, None

@@ -81,6 +81,15 @@ def extract_reply(text: str) -> str:
     return result or fallback
 
 
+def trim_blank_lines(text: str) -> str:
+    """The text without blank lines before and whitespace after it (a
+    description from mail ends in the empty lines clients leave before a
+    signature or quote); the first line's indentation stays."""
+    lines = text.split("\n")
+    start = next((i for i, line in enumerate(lines) if line.strip()), len(lines))
+    return "\n".join(lines[start:]).rstrip()
+
+
 def _is_quoted(line: str) -> bool:
     return line.lstrip().startswith(">")
 

@@ -204,3 +204,27 @@ def test_status_says_whether_a_daemon_runs_here_and_which_mailboxes(
     assert status["daemon"] == {"running": True, "how": f"answers on {sock_path}"}
     assert status["imap"][0]["mailbox"] == "desk@imap.example.com:993/INBOX"
     assert status["imap"][0]["configured"] is True
+
+
+# -- what the mail log shows ----------------------------------------------------
+
+
+def test_mail_show_decodes_a_quarantined_mails_subject_and_descriptions_are_trimmed(
+    capsys: pytest.CaptureFixture[str], config: Path, tmp_path: Path
+) -> None:
+    """The full parser never read a quarantined mail (two From headers here):
+    its subject still reads as text, not as =?utf-8?q?…?=. And a
+    description does not keep the blank lines a mail client leaves."""
+    bad = tmp_path / "two-froms.eml"
+    bad.write_bytes(b"From: anna@bauwerk-ag.de\r\nFrom: bob@bauwerk-ag.de\r\nTo: servicedesk@xitrust.com\r\n"
+                    b"Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe_aus_M=C3=BCnchen?=\r\n"
+                    b"Message-ID: <q1@bauwerk-ag.de>\r\n\r\nHallo\r\n")
+    good = tmp_path / "blank-lines.eml"
+    good.write_bytes(b"From: anna@bauwerk-ag.de\r\nTo: servicedesk@xitrust.com\r\nSubject: Drucker\r\n"
+                     b"Message-ID: <q2@bauwerk-ag.de>\r\n\r\n\r\nDer Drucker druckt nicht.\r\n\r\n\r\n \r\n")
+    code, _, err = run(capsys, "--config", str(config), "ingest", "--no-progress", str(bad), str(good))
+    assert code == 0, err
+    shown = json.loads(run(capsys, "--config", str(config), "mail", "show", "1", "--json")[1])
+    assert (shown["status"], shown["subject"]) == ("quarantined", "Grüße aus München")
+    ticket = json.loads(run(capsys, "--config", str(config), "ticket", "show", "SD-1", "--json")[1])
+    assert ticket["description"] == "Der Drucker druckt nicht."

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.pipeline.reply_text import REPLY_MARKER_DE, REPLY_MARKER_EN, extract_reply
+from gateway.pipeline.reply_text import REPLY_MARKER_DE, REPLY_MARKER_EN, extract_reply, trim_blank_lines
 
 
 def test_marker_constants_are_the_exact_desk_lines() -> None:
@@ -150,3 +150,16 @@ def test_empty_and_crlf() -> None:
 )
 def test_zimbra_notes_and_horde_histories(history: str) -> None:
     assert extract_reply("Danke, das hat geholfen.\n\n" + history) == "Danke, das hat geholfen."
+
+
+@pytest.mark.parametrize(
+    ("text", "trimmed"),
+    [
+        ("Text\n\n\n\n", "Text"),
+        ("\n\n  \nHallo,\n\n  der Drucker.\n \t\n", "Hallo,\n\n  der Drucker."),
+        ("    eingerückt\nzweite Zeile  \n", "    eingerückt\nzweite Zeile"),
+        ("\n \n", ""),
+    ],
+)
+def test_trim_blank_lines(text: str, trimmed: str) -> None:
+    assert trim_blank_lines(text) == trimmed
