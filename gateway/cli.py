@@ -14,7 +14,15 @@ import os
 import sys
 
 from gateway.exits import EX_SOFTWARE, EX_USAGE, error, one_line
-from gateway.vocabulary import MailStatus, OutboxStatus, Priority, RequestType, TicketStatus
+from gateway.vocabulary import (
+    AccountState,
+    MailStatus,
+    OutboxStatus,
+    Priority,
+    RequestType,
+    Role,
+    TicketStatus,
+)
 
 # Not `from typing import …`: typing costs ~5 ms at start (mypy reads this
 # block; any name TYPE_CHECKING is true for it).
@@ -78,6 +86,40 @@ def _first_word(argv: list[str] | None) -> str | None:
     return None
 
 
+def _when(text: str) -> object:
+    """``--since``: ``7d``, ``12h``, ``30m`` ago, a date (midnight UTC) or
+    an ISO date and time (UTC unless it names its offset)."""
+    import datetime as dt
+
+    units = {"d": "days", "h": "hours", "m": "minutes"}
+    value = text.strip()
+    if value[-1:] in units and value[:-1].isdigit():
+        return dt.datetime.now(dt.UTC) - dt.timedelta(**{units[value[-1]]: int(value[:-1])})
+    try:
+        when = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a time: {text!r} (7d, 12h, 30m, 2026-11-01 or 2026-11-01T09:30)"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+def _count(text: str) -> int:
+    """``--limit`` / ``--offset``: a whole number, 0 or more."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"not a whole number of 0 or more: {text!r}")
+    return int(text)
+
+
+def _paging(p: Any, what: str, since_help: str, newest: bool = True) -> None:
+    p.add_argument("--since", type=_when, metavar="WHEN",
+                   help=since_help + " (7d, 12h, 30m, a date or ISO time)")
+    p.add_argument("--limit", type=_count, metavar="N", help=f"at most N {what}")
+    p.add_argument("--offset", type=_count, default=0, metavar="N", help="skip the first N")
+    if newest:
+        p.add_argument("--newest", action="store_true", help="newest first (default: oldest first)")
+
+
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The parser for ``argv`` (default ``sys.argv``): every command and
     group is listed, but only the group that ``argv`` names gets the
@@ -137,7 +179,11 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     command(org, "list", "cmd_org_list", "list organizations", json_output=True)
 
     account = group("account", "accounts")
-    command(account, "list", "cmd_account_list", "list accounts", json_output=True)
+    p = command(account, "list", "cmd_account_list", "list accounts", json_output=True)
+    p.add_argument("--role", choices=[r.value for r in Role])
+    p.add_argument("--state", choices=[a.value for a in AccountState])
+    p.add_argument("--org", metavar="NAME", help="members of this organization")
+    _paging(p, "accounts", "created since", newest=False)
     p = command(account, "show", "cmd_account_show", "show one account", json_output=True)
     p.add_argument("email", metavar="EMAIL")
     p = command(account, "signup", "cmd_account_signup", "send a signup confirmation link to an address")
@@ -168,8 +214,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--sort", choices=["key", "updated", "created", "priority"], default="key",
                    help="key: oldest first (default); updated, created: newest first; "
                    "priority: highest first")
-    p.add_argument("--limit", type=int, metavar="N", help="at most N tickets")
-    p.add_argument("--offset", type=int, default=0, metavar="N", help="skip the first N")
+    p.add_argument("--limit", type=_count, metavar="N", help="at most N tickets")
+    p.add_argument("--offset", type=_count, default=0, metavar="N", help="skip the first N")
     p = command(ticket, "show", "cmd_ticket_show", "show one ticket with its comments", json_output=True)
     p.add_argument("key", metavar="KEY")
     p = command(ticket, "comment", "cmd_ticket_comment", "add a comment (text from --file or stdin)")
@@ -206,6 +252,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     mail = group("mail", "the inbound mail log and quarantine")
     p = command(mail, "list", "cmd_mail_list", "list inbound mail", json_output=True)
     p.add_argument("--status", choices=[s.value for s in MailStatus])
+    p.add_argument("--from", dest="sender", metavar="ADDR|@DOMAIN", help="from this address or domain")
+    _paging(p, "mails", "received since")
     p = command(mail, "show", "cmd_mail_show", "show one inbound mail", json_output=True)
     p.add_argument("id", type=int, metavar="ID")
     p.add_argument("--raw", action="store_true", help="write the raw message bytes to stdout")
@@ -215,6 +263,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     outbox = group("outbox", "outbound mail")
     p = command(outbox, "list", "cmd_outbox_list", "list outbound mail", json_output=True)
     p.add_argument("--status", choices=[s.value for s in OutboxStatus])
+    p.add_argument("--to", metavar="ADDR|@DOMAIN", help="to this address or domain")
+    p.add_argument("--template", metavar="NAME", help="e.g. signup_invitation, comment_added")
+    _paging(p, "mails", "queued since")
     p = command(outbox, "retry", "cmd_outbox_retry",
                 "queue an outbound mail to be sent again (the daemon's sender, or `outbox flush`, sends it)")
     p.add_argument("id", type=int, metavar="ID")

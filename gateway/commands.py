@@ -258,7 +258,10 @@ def cmd_org_list(app: App, args: argparse.Namespace) -> int:
 
 def cmd_account_list(app: App, args: argparse.Namespace) -> int:
     with reading(app.engine) as session:
-        accounts = read.account_list(session)
+        accounts = _more(read.account_list(
+            session, role=args.role, state=args.state, org=args.org, since=args.since,
+            limit=None if args.limit is None else args.limit + 1, offset=args.offset,
+        ), args)
     if args.json:
         _print_json(accounts)
     else:
@@ -453,9 +456,28 @@ def cmd_ticket_unshare(app: App, args: argparse.Namespace) -> int:
     return EX_OK
 
 
+def _window(args: argparse.Namespace) -> read.Window:
+    """The listing's window; one row more than asked, to tell whether
+    there are more (``_more``)."""
+    limit = None if args.limit is None else args.limit + 1
+    return read.Window(since=args.since, limit=limit, offset=args.offset, newest=args.newest)
+
+
+def _more(items: list[Any], args: argparse.Namespace) -> list[Any]:
+    """``items`` cut to ``--limit``; a table's reader is told on stderr
+    where the next page starts (JSON stays one plain list)."""
+    if args.limit is None or len(items) <= args.limit:
+        return items
+    if not args.json:
+        print(f"gateway: more than {args.limit}: the next with --offset {args.offset + args.limit}",
+              file=sys.stderr)
+    return items[: args.limit]
+
+
 def cmd_mail_list(app: App, args: argparse.Namespace) -> int:
     with reading(app.engine) as session:
-        mails = read.mail_list(session, status=args.status)
+        mails = read.mail_list(session, status=args.status, sender=args.sender, window=_window(args))
+    mails = _more(mails, args)
     if args.json:
         _print_json(mails)
     else:
@@ -507,7 +529,8 @@ def cmd_mail_reprocess(app: App, args: argparse.Namespace) -> int:
 
 def cmd_outbox_list(app: App, args: argparse.Namespace) -> int:
     with reading(app.engine) as session:
-        items = read.outbox_list(session, status=args.status)
+        items = _more(read.outbox_list(session, status=args.status, to=args.to, template=args.template,
+                                       window=_window(args)), args)
     if args.json:
         _print_json(items)
     else:

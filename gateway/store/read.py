@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import CompoundSelect, Label, Select, case, func, union
@@ -376,16 +377,50 @@ def mail_json(mail: InboundMail, ticket_key: str | None) -> JsonDict:
     }
 
 
-def mail_list(session: Session, *, status: str | None = None) -> list[JsonDict]:
-    """``mail list``: inbound mail in id order, optionally only one status."""
+@dataclass(frozen=True)
+class Window:
+    """Which part of a log an operator lists: rows since a time, newest
+    first or in id order, ``limit`` of them after skipping ``offset``."""
+
+    since: dt.datetime | None = None
+    limit: int | None = None
+    offset: int = 0
+    newest: bool = False
+
+    def apply(self, stmt: Any, id_column: Any, time_column: Any) -> Any:
+        if self.since is not None:
+            stmt = stmt.where(time_column >= self.since)
+        stmt = stmt.order_by(id_column.desc() if self.newest else id_column)
+        if self.offset:
+            stmt = stmt.offset(self.offset)
+        if self.limit is not None:
+            stmt = stmt.limit(self.limit)
+        return stmt
+
+
+def _address_filter(column: Any, address: str) -> Any:
+    """An exact address, or every address of a domain with ``@domain``."""
+    value = address.strip().lower()
+    if value.startswith("@"):
+        return func.lower(column).endswith(value, autoescape=True)
+    return column == value
+
+
+def mail_list(
+    session: Session, *, status: str | None = None, sender: str | None = None, window: Window | None = None
+) -> list[JsonDict]:
+    """``mail list``: inbound mail in id order (or newest first), optionally
+    of one status, from one address or domain, since a time."""
     stmt = (
         select(InboundMail, Ticket.key)
         .outerjoin(Ticket, col(Ticket.id) == col(InboundMail.ticket_id))
-        .order_by(col(InboundMail.id))
         .options(defer(InboundMail.raw_inline))  # type: ignore[arg-type]  # queued mail's bytes: not listed
     )
     if status:
         stmt = stmt.where(InboundMail.status == status)
+    if sender:
+        stmt = stmt.where(_address_filter(col(InboundMail.from_addr), sender))
+    stmt = (window or Window()).apply(stmt, col(InboundMail.id), col(InboundMail.received_at))
     return [mail_json(mail, key) for mail, key in session.exec(stmt)]
 
 
@@ -451,14 +486,30 @@ def _account_json(account: Account, org_name: str | None) -> JsonDict:
     }
 
 
-def account_list(session: Session) -> list[JsonDict]:
-    """``account list``: accounts by address."""
-    rows = session.exec(
+def account_list(
+    session: Session, *, role: str | None = None, state: str | None = None, org: str | None = None,
+    since: dt.datetime | None = None, limit: int | None = None, offset: int = 0,
+) -> list[JsonDict]:
+    """``account list``: accounts by address, optionally of one role, state
+    or organization, created since a time."""
+    stmt = (
         select(Account, Organization.name)
         .outerjoin(Organization, col(Organization.id) == col(Account.organization_id))
         .order_by(col(Account.email))
     )
-    return [_account_json(account, org_name) for account, org_name in rows]
+    if role:
+        stmt = stmt.where(Account.role == role)
+    if state:
+        stmt = stmt.where(Account.state == state)
+    if org:
+        stmt = stmt.where(Organization.name == org)
+    if since is not None:
+        stmt = stmt.where(col(Account.created_at) >= since)
+    if offset:
+        stmt = stmt.offset(offset)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return [_account_json(account, org_name) for account, org_name in session.exec(stmt)]
 
 
 def account_show(session: Session, email: str) -> JsonDict:
@@ -477,15 +528,21 @@ def account_show(session: Session, email: str) -> JsonDict:
 # -- outbox -------------------------------------------------------------
 
 
-def outbox_list(session: Session, *, status: str | None = None) -> list[JsonDict]:
-    """``outbox list``: outbound mail in id order, optionally only one status."""
-    stmt = (
-        select(OutboundMail, Ticket.key)
-        .outerjoin(Ticket, col(Ticket.id) == col(OutboundMail.ticket_id))
-        .order_by(col(OutboundMail.id))
-    )
+def outbox_list(
+    session: Session, *, status: str | None = None, to: str | None = None, template: str | None = None,
+    window: Window | None = None,
+) -> list[JsonDict]:
+    """``outbox list``: outbound mail in id order (or newest first),
+    optionally of one status, to one address or domain, of one template,
+    queued since a time."""
+    stmt = select(OutboundMail, Ticket.key).outerjoin(Ticket, col(Ticket.id) == col(OutboundMail.ticket_id))
     if status:
         stmt = stmt.where(OutboundMail.status == status)
+    if to:
+        stmt = stmt.where(_address_filter(col(OutboundMail.to_addr), to))
+    if template:
+        stmt = stmt.where(OutboundMail.template == template)
+    stmt = (window or Window()).apply(stmt, col(OutboundMail.id), col(OutboundMail.created_at))
     return [
         {
             "id": out.id,

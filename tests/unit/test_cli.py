@@ -394,6 +394,64 @@ def test_outbox_list_and_retry(app: App, config: str, seed: Seed, capsys: pytest
     assert code == 1 and "already sent" in err
 
 
+def test_mail_outbox_and_account_lists_page_and_filter(
+    app: App, config: str, seed: Seed, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--limit/--offset/--since/--newest and the address filters, JSON and
+    table alike; a table cut by --limit says where the next page starts."""
+    now = dt.datetime.now(dt.UTC)
+    with transaction(app.engine) as s:
+        for n in range(5):  # five recent mails from two senders
+            s.add(InboundMail(source="smtp", raw_sha256="c" * 64, raw_size=1, status="done",
+                              received_at=now - dt.timedelta(minutes=50 - n),
+                              from_addr="bob@example.org" if n % 2 else "eve@Example.ORG"))
+        s.add(OutboundMail(to_addr="bob@example.org", template="signup_invitation", status="sent",
+                           attempts=1, created_at=now))
+    mails = run_json(capsys, "--config", config, "mail", "list")
+    assert isinstance(mails, list) and len(mails) == 7
+    ids = [m["id"] for m in mails]
+
+    def listed(*argv: str) -> list[object]:
+        items = run_json(capsys, "--config", config, *argv)
+        assert isinstance(items, list)
+        return [item["id"] if "id" in item else item["email"] for item in items]
+
+    assert listed("mail", "list", "--limit", "3") == ids[:3]
+    assert listed("mail", "list", "--limit", "3", "--offset", "5") == ids[5:]
+    assert listed("mail", "list", "--newest", "--limit", "2") == ids[::-1][:2]
+    assert listed("mail", "list", "--since", "1h") == ids[2:]
+    assert listed("mail", "list", "--since", "2026-11-27T09:30") == ids
+    assert listed("mail", "list", "--since", "2026-11-28") == ids[2:]
+    assert listed("mail", "list", "--from", "bob@example.org") == [ids[3], ids[5]]
+    assert listed("mail", "list", "--from", "@example.org") == ids[1:]  # any case; the seed's x@ too
+    assert listed("mail", "list", "--from", "@ample.org") == []  # a domain, not a suffix
+    assert listed("mail", "list", "--from", "@example.org", "--status", "quarantined") == [ids[1]]
+
+    code, out, err = run(capsys, "--config", config, "mail", "list", "--limit", "3", "--offset", "1")
+    assert code == 0 and len(out.splitlines()) == 4  # header and three rows
+    assert err == "gateway: more than 3: the next with --offset 4\n"
+    code, out, err = run(capsys, "--config", config, "mail", "list", "--limit", "3", "--offset", "4")
+    assert code == 0 and len(out.splitlines()) == 4 and err == ""
+
+    assert listed("outbox", "list", "--to", "@bauwerk-ag.de") == [seed.out_failed, seed.out_sent]
+    assert listed("outbox", "list", "--template", "signup_invitation", "--since", "1d") != []
+    assert listed("outbox", "list", "--newest", "--limit", "1", "--to", "@bauwerk-ag.de") == [seed.out_sent]
+
+    assert listed("account", "list", "--role", "agent") == ["agent@xitrust.com"]
+    assert listed("account", "list", "--org", "Bauwerk AG", "--limit", "1", "--offset", "1") == [
+        "kai@bauwerk-ag.de"
+    ]
+    assert listed("account", "list", "--state", "active", "--since", "2026-11-27") == [
+        "agent@xitrust.com", "anna@bauwerk-ag.de"
+    ]
+    assert listed("account", "list", "--since", "1h") == []
+
+    for bad in (["--since", "yesterday"], ["--limit", "-1"], ["--offset", "x"]):
+        code, out, err = run(capsys, "--config", config, "mail", "list", *bad)
+        assert code == 2 and out == ""
+        assert_one_line(err)
+
+
 # -- configuration and the error contract ------------------------------------------
 
 
