@@ -162,8 +162,12 @@ def _daemon_here(settings: Settings) -> dict[str, Any]:
 
 def cmd_status(app: App, args: argparse.Namespace) -> int:
     now = dt.datetime.now(dt.UTC)
+    from gateway.store import instances
+
     with reading(app.engine) as session:
         st = read.status_json(session, now)
+        lease_for = dt.timedelta(seconds=app.settings.instance.lease_seconds)
+        st["instances"] = instances.listing(session.connection(), now, lease_for)
     st["imap"] = _imap_state(app, st["imap"])
     st["daemon"] = _daemon_here(app.settings)
     if args.json:
@@ -202,6 +206,13 @@ def cmd_status(app: App, args: argparse.Namespace) -> int:
         pairs.append((f"imap {box['mailbox']}", text))
     if not st["imap"]:
         pairs.append(("imap", "no mailbox configured ([[imap]])"))
+    for inst in st["instances"]:
+        state = "running" if inst["alive"] else "NO HEARTBEAT"
+        text = (f"{state}; pid {inst['pid']} on {inst['host']}, started {_since(inst['started_at'], now)}, "
+                f"heartbeat {_since(inst['heartbeat_at'], now)}")
+        if inst["leases"]:
+            text += "; polls " + ", ".join(lease.removeprefix("imap:") for lease in inst["leases"])
+        pairs.append((f"instance {inst['name']}", text))
     _print_pairs(pairs)
     return EX_OK
 

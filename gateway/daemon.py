@@ -39,6 +39,7 @@ from gateway.children import die_with
 from gateway.domain import TemporaryFailure
 from gateway.exits import CommandError
 from gateway.ingress.smtp import Listener, listener_config
+from gateway.instance import Instance
 from gateway.metrics import Metrics
 from gateway.outbound.sender import run_sender
 from gateway.sdnotify import Notifier
@@ -154,6 +155,7 @@ class Daemon:
         self.stopping = asyncio.Event()
         self.kick = asyncio.Event()  # set by the committer: new mail in the spool
         self.ready = asyncio.Event()  # set once the listener is bound
+        self.instance = Instance(self.settings, app.engine)  # among others on one database
         n = self.settings.workers.parse_processes or os.cpu_count() or 1
         self.n_workers = n
         # spawn: a forked child would inherit the loop's threads' locks.
@@ -184,6 +186,9 @@ class Daemon:
         self._start_watchdog()  # ops: pings during startup too (migrations may take a while)
         try:
             await asyncio.to_thread(self.app.ensure_schema)
+            # Registered before anything takes work: a name clash with a
+            # running instance stops this one here.
+            await self.instance.start()
             await asyncio.to_thread(reclaim_dead_local, self.spool)
             # A full garbage collection walks every object with the GIL held,
             # whichever thread triggers it: with the startup heap (SQLAlchemy,
@@ -217,7 +222,8 @@ class Daemon:
             # on its own and never delays the listener or the other mailboxes.
             scheduler = jobs.make_scheduler()
             scheduler.start()
-            pollers = await jobs.start_imap(self.app, scheduler, on_commit=self._on_commit)
+            pollers = await jobs.start_imap(self.app, scheduler, on_commit=self._on_commit,
+                                            instance=self.instance)
             jobs.start_housekeeping(self.app, scheduler)
             # --- end IMAP
             # --- outbox sender: delivers what notify queued; ends between
@@ -242,6 +248,7 @@ class Daemon:
             log.info("stopped")
             return 0
         finally:
+            await self.instance.stop()  # its mailboxes' leases are free at once
             await self._ops_stop()  # ops
             if self.web is not None:
                 await asyncio.to_thread(self.web.stop)

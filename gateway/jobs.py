@@ -19,6 +19,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from gateway.ingress.imap import Poller
 
 if TYPE_CHECKING:
+    from gateway.instance import Instance
     from gateway.services import Services
 
 log = logging.getLogger("gateway.jobs")
@@ -38,7 +39,10 @@ def make_scheduler() -> AsyncIOScheduler:
 
 
 async def start_imap(
-    app: Services, scheduler: AsyncIOScheduler, on_commit: Callable[[list[int]], None] | None = None
+    app: Services,
+    scheduler: AsyncIOScheduler,
+    on_commit: Callable[[list[int]], None] | None = None,
+    instance: Instance | None = None,
 ) -> list[Poller]:
     """Start reading every configured mailbox; returns the pollers (pass
     them to ``stop_imap``). Never waits for a server: a mailbox that is
@@ -50,7 +54,8 @@ async def start_imap(
     spool = app.spool
     pollers: list[Poller] = []
     for cfg in settings.imap:
-        poller = Poller(cfg, spool, max_message_size=settings.smtp.max_message_size, on_commit=on_commit)
+        poller = Poller(cfg, spool, max_message_size=settings.smtp.max_message_size, on_commit=on_commit,
+                        instance=instance)
         pollers.append(poller)
         if cfg.idle:
             poller.task = asyncio.create_task(

@@ -342,6 +342,20 @@ class FieldsSettings(_Section):
 # -- operations (logging, metrics) ---------------------------------------
 
 
+class InstanceSettings(_Section):
+    """This daemon among several on one PostgreSQL (``gateway status`` lists
+    them)."""
+
+    # Default: "<host>:<pid>". A fixed name per host keeps the registry tidy
+    # across restarts; two running daemons must never share one.
+    name: str = Field(default="", max_length=200)
+    # How long an instance's leases (an IMAP mailbox's poller) outlive its
+    # last heartbeat; the heartbeat comes every third of it. Another
+    # instance takes a dead one's mailbox over within this plus one
+    # poll_seconds.
+    lease_seconds: float = Field(default=30.0, ge=3.0)
+
+
 class LoggingSettings(_Section):
     """Log lines go to stderr (journald under systemd); ``$GATEWAY_LOG_LEVEL``
     overrides ``level`` for one run."""
@@ -383,6 +397,7 @@ class Settings(BaseSettings):
     security: SecuritySettings = SecuritySettings()
     limits: LimitsSettings = LimitsSettings()
     workers: WorkerSettings = WorkerSettings()
+    instance: InstanceSettings = InstanceSettings()
     logging: LoggingSettings = LoggingSettings()
     metrics: MetricsSettings = MetricsSettings()
     web: WebSettings = WebSettings()

@@ -46,6 +46,7 @@ from typing import Any, TypeVar
 import aioimaplib
 
 from gateway.domain import TemporaryFailure
+from gateway.instance import Instance
 from gateway.settings import ImapSettings
 from gateway.store.imap_cursors import load_cursor, record_status, write_cursor
 from gateway.store.models import utcnow
@@ -78,6 +79,11 @@ class AuthError(ImapError):
 
 class ConnectionLost(ImapError):
     """The connection closed (server restart, BYE, network)."""
+
+
+class LeaseLost(Exception):
+    """Another instance polls this mailbox now (or this one can no longer
+    be sure it does not): stop touching it."""
 
 
 class ImapTimeout(ImapError):
@@ -202,8 +208,12 @@ class Poller:
         on_commit: Callable[[list[int]], None] | None = None,
         ssl_context: ssl.SSLContext | None = None,
         timeout: float = 30.0,
+        instance: Instance | None = None,
     ) -> None:
         self.cfg = cfg
+        # Several gateways on one database: only the holder of this
+        # mailbox's lease connects, fetches and moves (None: alone).
+        self.instance = instance
         self.spool = spool
         self.engine = spool.engine
         self.max_message_size = max_message_size
@@ -211,6 +221,8 @@ class Poller:
         self.ssl_context = ssl_context
         self.timeout = timeout
         self.key = f"{cfg.username}@{cfg.host}:{cfg.port}/{cfg.folder}"[:500]
+        self.lease = f"imap:{self.key}"
+        self._standing_by = False
         # Retry policy (attributes so tests can shrink them).
         self.backoff_base = 1.0
         self.backoff_max = 300.0
@@ -234,6 +246,8 @@ class Poller:
         never raised (a broken mailbox must not disturb anything else)."""
         if time.monotonic() < self._not_before:
             return 0  # still backing off after a failure
+        if not await self._take_turn():
+            return 0
         try:
             await self._ensure_connected()
             spooled = await self._sync()
@@ -241,6 +255,9 @@ class Poller:
         except asyncio.CancelledError:
             await self._drop(polite=False)
             raise
+        except LeaseLost:
+            await self._stand_by("lost its lease")
+            return 0
         except Exception as exc:  # noqa: BLE001 - every failure is logged and retried
             # The scheduler calls again after poll_seconds at the earliest.
             await self._failed(exc, floor=float(self.cfg.poll_seconds))
@@ -257,6 +274,9 @@ class Poller:
             delay = self._not_before - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
+            if not await self._take_turn():
+                await asyncio.sleep(self.cfg.poll_seconds)
+                continue
             try:
                 await self._ensure_connected()
                 if not self._has("IDLE"):
@@ -274,12 +294,39 @@ class Poller:
             except asyncio.CancelledError:
                 await self._drop(polite=False)
                 raise
+            except LeaseLost:
+                await self._stand_by("lost its lease")
             except Exception as exc:  # noqa: BLE001 - logged, recorded, retried
                 await self._failed(exc)
 
     async def close(self) -> None:
         """Log out (politely, briefly) and forget the connection."""
         await self._drop(polite=True)
+
+    # -- one poller per mailbox among instances ------------------------------
+    async def _take_turn(self) -> bool:
+        """Take (or renew) this mailbox's lease; without it, let go of the
+        mailbox and stand by."""
+        if self.instance is None:
+            return True
+        if await self.instance.acquire(self.lease):
+            if self._standing_by:
+                log.info("imap %s: this instance polls it now", self.key)
+                self._standing_by = False
+            return True
+        await self._stand_by("another instance polls it")
+        return False
+
+    async def _stand_by(self, why: str) -> None:
+        if not self._standing_by:
+            log.info("imap %s: %s; standing by", self.key, why)
+            self._standing_by = True
+        await self._drop(polite=True)
+
+    def _check_turn(self) -> None:
+        """Before anything that fetches or changes the folder."""
+        if self.instance is not None and not self.instance.holds(self.lease):
+            raise LeaseLost(self.lease)
 
     def idle_renew_seconds(self) -> float:
         """How long one IDLE lasts: under the 29 minutes servers allow, and
@@ -526,6 +573,7 @@ class Poller:
 
     async def _fetch(self, batch: list[int], nbytes: int) -> list[tuple[int, bytes]]:
         assert self._client is not None
+        self._check_turn()
         timeout = self.timeout + nbytes / TRANSFER_RATE
         response = await self._call(
             self._client.uid("fetch", uid_set(batch), "(UID BODY.PEEK[])"), timeout=timeout
@@ -536,6 +584,9 @@ class Poller:
         return sorted((uid, raw) for uid, raw in parse_bodies(response.lines) if uid in wanted)
 
     async def _commit(self, fetched: list[tuple[int, bytes]], validity: int, cursor_uid: int) -> list[int]:
+        # A lease lost while fetching: the new holder fetches these again,
+        # and an old cursor must not overwrite the one it writes.
+        self._check_turn()
         items = [
             SpoolItem(raw=raw, source="imap", recipient=self.cfg.recipient, trusted=self.cfg.trusted)
             for _, raw in fetched
@@ -559,12 +610,14 @@ class Poller:
 
     async def _store(self, uids: list[int], flags: str) -> None:
         assert self._client is not None
+        self._check_turn()
         response = await self._call(self._client.uid("store", uid_set(uids), "+FLAGS.SILENT", flags))
         if response.result != "OK":
             raise ImapError(f"UID STORE {flags} failed: {_text(response)}")
 
     async def _move(self, uids: list[int], folder: str) -> None:
         assert self._client is not None
+        self._check_turn()
         target = mailbox(folder)
         if self._has("MOVE"):
             response = await self._call(self._client.uid("move", uid_set(uids), target))

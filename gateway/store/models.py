@@ -327,6 +327,36 @@ class ImapCursor(SQLModel, table=True):
     last_error_at: dt.datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
 
 
+class GatewayInstance(SQLModel, table=True):
+    """A running ``gateway serve`` (several may share one PostgreSQL):
+    registered at start, its heartbeat written every few seconds, removed
+    at a clean stop. An instance whose heartbeat is older than
+    ``[instance] lease_seconds`` is dead: its leases and claims go to
+    the others."""
+
+    __tablename__ = "gateway_instance"
+
+    name: str = Field(primary_key=True, max_length=200)
+    host: str = Field(max_length=255)
+    pid: int
+    version: str = Field(default="", max_length=50)
+    started_at: dt.datetime = Field(sa_type=DateTime(timezone=True))
+    heartbeat_at: dt.datetime = Field(sa_type=DateTime(timezone=True))
+
+
+class Lease(SQLModel, table=True):
+    """Work that one instance at a time may do (an IMAP mailbox's poller):
+    held by ``holder`` until ``expires_at``, which the holder's heartbeat
+    moves on."""
+
+    __tablename__ = "lease"
+
+    name: str = Field(primary_key=True, max_length=600)  # e.g. imap:user@host:993/INBOX
+    holder: str = Field(max_length=200)
+    acquired_at: dt.datetime = Field(sa_type=DateTime(timezone=True))
+    expires_at: dt.datetime = Field(sa_type=DateTime(timezone=True))
+
+
 # -- text from mail in text columns ----------------------------------------------
 
 

@@ -1,0 +1,233 @@
+"""Several gateways on one database (#17): the instance registry, leases
+(one holder at a time, taken over once the holder's heartbeat stops), and
+two real ``gateway serve`` on one PostgreSQL reading one Dovecot mailbox:
+each message fetched and moved once, and the survivor takes the mailbox
+over within ``poll_seconds + lease_seconds`` when the poller is SIGKILLed."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dovecot import USER, Dovecot, DovecotError
+from privileges import require_root, require_tool
+from sqlalchemy import create_engine, text
+
+from gateway.app import App
+from gateway.exits import CommandError
+from gateway.instance import Instance
+from gateway.store import instances
+from gateway.store.db import connection, read_connection
+from tests.gatewayproc import GatewayProcess
+from tests.pgcluster import PgCluster
+
+T0 = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC)
+LEASE_FOR = dt.timedelta(seconds=30)
+
+
+# -- leases in the store (SQLite and PostgreSQL) --------------------------------
+
+
+def test_a_lease_has_one_holder_until_it_runs_out(app: App) -> None:
+    with connection(app.engine) as conn:
+        assert instances.acquire(conn, "imap:box", "a", T0, LEASE_FOR)
+        assert not instances.acquire(conn, "imap:box", "b", T0 + dt.timedelta(seconds=29), LEASE_FOR)
+        # renewed by its holder: still theirs, taken when it was first taken
+        assert instances.acquire(conn, "imap:box", "a", T0 + dt.timedelta(seconds=20), LEASE_FOR)
+        assert not instances.acquire(conn, "imap:box", "b", T0 + dt.timedelta(seconds=49), LEASE_FOR)
+        assert instances.holder(conn, "imap:box", T0 + dt.timedelta(seconds=49)) == "a"
+        # a's heartbeat stopped: after its last renewal plus the lease, b takes it
+        assert instances.acquire(conn, "imap:box", "b", T0 + dt.timedelta(seconds=51), LEASE_FOR)
+        assert instances.holder(conn, "imap:box", T0 + dt.timedelta(seconds=51)) == "b"
+        assert not instances.acquire(conn, "imap:box", "a", T0 + dt.timedelta(seconds=52), LEASE_FOR)
+        row = conn.execute(text("SELECT acquired_at FROM lease WHERE name = 'imap:box'")).scalar_one()
+        assert (row if isinstance(row, dt.datetime) else dt.datetime.fromisoformat(row)).replace(
+            tzinfo=dt.UTC) == T0 + dt.timedelta(seconds=51)
+
+
+def test_a_heartbeat_renews_the_instances_leases_and_a_clean_stop_frees_them(app: App) -> None:
+    with connection(app.engine) as conn:
+        instances.register(conn, "a", "host-a", 1, "0.1.0", T0)
+        assert instances.acquire(conn, "imap:one", "a", T0, LEASE_FOR)
+        assert instances.acquire(conn, "imap:two", "a", T0, LEASE_FOR)
+        assert instances.acquire(conn, "imap:three", "b", T0, LEASE_FOR)
+        later = T0 + dt.timedelta(seconds=25)
+        assert instances.heartbeat(conn, "a", later, LEASE_FOR) == {"imap:one", "imap:two"}
+        # renewed by the heartbeat: not free at T0 + 31 s
+        assert not instances.acquire(conn, "imap:one", "b", T0 + dt.timedelta(seconds=31), LEASE_FOR)
+        listed = instances.listing(conn, later, LEASE_FOR)
+        assert [(i["name"], i["alive"], i["leases"]) for i in listed] == [
+            ("a", True, ["imap:one", "imap:two"])
+        ]
+        assert instances.heartbeat(conn, "nobody", later, LEASE_FOR) is None
+        instances.unregister(conn, "a")
+        assert instances.holder(conn, "imap:one", later) is None
+        assert instances.acquire(conn, "imap:one", "b", later, LEASE_FOR)
+        assert instances.listing(conn, later, LEASE_FOR) == []
+
+
+def test_concurrent_takers_one_wins(app: App) -> None:
+    """Eight threads race for each of 20 leases: exactly one takes each."""
+    winners: dict[str, list[str]] = {}
+    lock = threading.Lock()
+
+    def race(me: str, lease: str, start: threading.Barrier) -> None:
+        start.wait()
+        for _ in range(5):  # SQLite: a busy database is retried, as the daemon's next poll would
+            try:
+                with connection(app.engine) as conn:
+                    won = instances.acquire(conn, lease, me, T0, LEASE_FOR)
+                break
+            except Exception:  # noqa: BLE001 - TemporaryFailure on a locked SQLite
+                time.sleep(0.05)
+        else:
+            won = False
+        if won:
+            with lock:
+                winners.setdefault(lease, []).append(me)
+
+    for n in range(20):
+        lease = f"imap:{n}"
+        start = threading.Barrier(8)
+        threads = [threading.Thread(target=race, args=(f"i{k}", lease, start)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert sorted(winners) == sorted(f"imap:{n}" for n in range(20))
+    assert all(len(w) == 1 for w in winners.values()), winners
+
+
+def test_a_name_a_running_instance_has_is_refused(app: App) -> None:
+    """Two daemons under one [instance] name would both think they hold
+    its leases: the second is refused. A dead one's name is taken over."""
+    settings = app.settings.model_copy(
+        update={"instance": app.settings.instance.model_copy(update={"name": "mail-1"})}
+    )
+    with connection(app.engine) as conn:  # a running daemon: our parent, on this host
+        instances.register(conn, "mail-1", os.uname().nodename, os.getppid(), "0.1.0",
+                           dt.datetime.now(dt.UTC))
+    with pytest.raises(CommandError, match=r"\[instance\] name 'mail-1' is in use by a running gateway"):
+        Instance(settings, app.engine).register()
+    with connection(app.engine) as conn:  # its heartbeat stopped a minute ago
+        instances.register(conn, "mail-1", "elsewhere", 4242, "0.1.0",
+                           dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1))
+    Instance(settings, app.engine).register()
+    with read_connection(app.engine) as conn:
+        row = instances.instance(conn, "mail-1")
+    assert row is not None and row["pid"] == os.getpid()
+
+
+# -- two daemons, one PostgreSQL, one mailbox ------------------------------------
+
+
+@pytest.fixture
+def dovecot() -> Iterator[Dovecot]:
+    require_root("the test Dovecot drops to the user nobody, which owns its mailbox")
+    require_tool("dovecot", "dovecot-imapd")
+    try:
+        server = Dovecot()
+        server.start()
+    except DovecotError as exc:
+        pytest.fail(f"cannot start the test Dovecot: {exc}", pytrace=False)
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+def message(n: int) -> bytes:
+    return (
+        f"From: Anna Berger <anna{n % 7}@bauwerk-ag.de>\r\nTo: servicedesk@xitrust.com\r\n"
+        f"Subject: Problem {n}\r\nMessage-ID: <inst-{n}@bauwerk-ag.de>\r\n"
+        f"Date: Mon, 30 Nov 2026 09:30:00 +0100\r\n\r\nDer Export bricht ab ({n}).\r\n"
+    ).encode()
+
+
+def test_two_daemons_poll_one_mailbox_one_at_a_time(
+    pg_cluster: PgCluster, dovecot: Dovecot, tmp_path: Path
+) -> None:
+    url = pg_cluster.create_database()
+    engine = create_engine(url)
+    poll_seconds, lease_seconds = 1, 3
+    daemons = []
+    for name in ("mail-a", "mail-b"):
+        state = tmp_path / name
+        state.mkdir()
+        gw = GatewayProcess(
+            state,
+            database={"url": url},
+            storage={"blobs": "database"},
+            instance={"name": name, "lease_seconds": lease_seconds},
+        )
+        gw.imap = [{"host": "127.0.0.1", "port": dovecot.port, "tls": "none", "username": USER,
+                    "password_file": str(dovecot.password_file), "idle": False,
+                    "poll_seconds": poll_seconds}]
+        gw.write_config()
+        daemons.append(gw)
+    try:
+        # The schema first (PostgreSQL is never migrated by `serve`).
+        import subprocess
+        import sys
+
+        subprocess.run([sys.executable, "-m", "gateway", "db", "upgrade"], check=True,
+                       env={**daemons[0].env}, cwd=daemons[0].state, capture_output=True)
+        dovecot.append([message(n) for n in range(150)])
+        for gw in daemons:
+            gw.start()
+
+        def count(sql: str) -> int:
+            with engine.connect() as conn:
+                return int(conn.execute(text(sql)).scalar_one())
+
+        def wait_rows(n: int, timeout: float) -> float:
+            start = time.monotonic()
+            while count("SELECT count(*) FROM inbound_mail WHERE status NOT IN ('queued', 'processing')") < n:
+                assert time.monotonic() - start < timeout, "\n".join(g.log_text()[-2000:] for g in daemons)
+                time.sleep(0.1)
+            return time.monotonic() - start
+
+        wait_rows(150, 120)
+        time.sleep(2 * poll_seconds)  # a second poller, were there one, would have had its turn
+        assert count("SELECT count(*) FROM inbound_mail") == 150  # each fetched once
+        assert count("SELECT count(*) FROM ticket") == 150
+        assert dovecot.messages("INBOX") == []
+        assert len(dovecot.messages("Processed")) == 150
+        with engine.connect() as conn:
+            holders = list(conn.execute(text("SELECT holder FROM lease WHERE name LIKE 'imap:%'")).scalars())
+        assert len(holders) == 1
+        poller = next(g for g in daemons if g.sections["instance"]["name"] == holders[0])
+        other = next(g for g in daemons if g is not poller)
+        assert "standing by" in other.log_text()
+
+        # The poller dies without a word; new mail waits at most for its lease.
+        poller.signal(signal.SIGKILL)
+        poller.proc.wait(10)  # type: ignore[union-attr]
+        killed = time.monotonic()
+        dovecot.append([message(n) for n in range(150, 200)])
+        wait_rows(151, 60)
+        failover = time.monotonic() - killed
+        assert failover < poll_seconds + lease_seconds + 10, failover
+        wait_rows(200, 60)
+        assert count("SELECT count(*) FROM inbound_mail") == 200
+        assert dovecot.messages("INBOX") == []
+        assert len(dovecot.messages("Processed")) == 200
+        assert "this instance polls it now" in other.log_text()
+        with engine.connect() as conn:
+            rows = list(conn.execute(text("SELECT name, heartbeat_at FROM gateway_instance ORDER BY name")))
+        assert [r[0] for r in rows] == ["mail-a", "mail-b"]  # the dead one is listed until forgotten
+        assert other.stop() == 0
+        with engine.connect() as conn:
+            left: list[Any] = list(conn.execute(text("SELECT name FROM gateway_instance")).scalars())
+        assert left == [poller.sections["instance"]["name"]]  # the clean stop unregistered
+    finally:
+        for gw in daemons:
+            gw.kill()
+        engine.dispose()
