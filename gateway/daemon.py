@@ -76,7 +76,10 @@ _latencies: list[float] = []  # measured since the last batch result
 
 
 def _init_worker(
-    settings: Settings, make_runner: Callable[[Settings], Runner], daemon_pid: int | None = None
+    settings: Settings,
+    make_runner: Callable[[Settings], Runner],
+    daemon_pid: int | None = None,
+    instance: str | None = None,
 ) -> None:
     """Worker process start: its own engine and Runner; ignore the signals
     the daemon handles for it; yield CPU to the listener; die with the
@@ -92,6 +95,10 @@ def _init_worker(
     if not logging_setup.is_configured_elsewhere():
         logging_setup.configure(settings.logging)
     _runner = make_runner(settings)
+    if instance:
+        # Its claims carry the instance's name: another instance gives them
+        # back once this one's heartbeat stops (``_reclaim_loop``).
+        _runner.worker = f"{instance}/{_runner.worker}"
     _runner.on_latency = _latencies.append
 
 
@@ -163,7 +170,7 @@ class Daemon:
             max_workers=n,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_worker,
-            initargs=(self.settings, app.runner_factory, os.getpid()),
+            initargs=(self.settings, app.runner_factory, os.getpid(), self.instance.name),
         )
         self.listener = Listener(
             listener_config(self.settings), self.spool, on_commit=self._on_commit,
@@ -468,15 +475,26 @@ class Daemon:
     # --- end ops -----------------------------------------------------------
 
     async def _reclaim_loop(self) -> None:
+        """Give back the spool rows of workers that died: this host's dead
+        worker processes, instances whose heartbeat stopped (any host; their
+        rows come back within ``[instance] lease_seconds`` and a third), and
+        claims no live instance names that are older than
+        ``claim_timeout_seconds``."""
         age = dt.timedelta(seconds=self.settings.workers.claim_timeout_seconds)
+        alive_for = self.instance.lease_for
         while True:
-            await asyncio.sleep(RECLAIM_EVERY)
+            await asyncio.sleep(min(RECLAIM_EVERY, self.instance.every))
             try:
-                n = await asyncio.to_thread(self.spool.reclaim_stale, age)
-                n += await asyncio.to_thread(reclaim_dead_local, self.spool)
+                n = await asyncio.to_thread(reclaim_dead_local, self.spool)
+                of_dead, dead = await asyncio.to_thread(self.spool.reclaim_of_dead_instances, alive_for)
+                n += of_dead
+                n += await asyncio.to_thread(self.spool.reclaim_stale, age, alive_for)
             except TemporaryFailure as exc:
                 log.warning("reclaim: temporary failure: %s", exc)
                 continue
+            for name in dead:
+                log.warning("instance %s: no heartbeat for %ss; its work is taken over", name,
+                            int(alive_for.total_seconds()))
             if n:
                 log.warning("re-queued %s messages of workers that stopped", n)
                 self.kick.set()
@@ -491,7 +509,8 @@ def reclaim_dead_local(spool: Spool) -> int:
 
 
 def _is_dead_local(owner: str, node: str) -> bool:
-    host, _, pid = owner.rpartition(":")
+    # "<instance>/<host>:<pid>" (a daemon's worker) or "<host>:<pid>" (ingest)
+    host, _, pid = owner.rpartition("/")[2].rpartition(":")
     if host != node or not pid.isdigit():
         return False
     try:

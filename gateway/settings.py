@@ -210,9 +210,11 @@ class OutboundSettings(_Section):
     timeout: float = Field(default=60.0, gt=0)  # seconds per SMTP command
     validate_certs: bool = True
     poll_seconds: float = Field(default=5.0, gt=0)  # the daemon's sender loop
-    # A claimed row is leased this long; a sender that dies mid-send gives
-    # its rows back when the lease runs out. Must exceed one send attempt.
-    lease_seconds: int = Field(default=600, gt=0)
+    # A claimed row is leased this long, and the lease is renewed every
+    # third of it while the sender works on its batch: a sender (or a whole
+    # instance) that dies gives its rows back within this time, however
+    # slow the relay of a live one is.
+    lease_seconds: int = Field(default=60, ge=3)
     batch_size: int = Field(default=50, gt=0)
     # An agent's public reply carries its files as attachments up to this
     # many bytes together; the rest (or all, with 0) as links to the portal.

@@ -5,6 +5,7 @@ the same port to play a relay that is down for a while."""
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import threading
@@ -44,6 +45,8 @@ class _Handler:
         self.sink = sink
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.sink.delay:
+            await asyncio.sleep(self.sink.delay)  # a slow relay: the reply comes late
         if self.sink.reply is not None:
             return self.sink.reply
         raw = envelope.original_content or envelope.content
@@ -54,12 +57,14 @@ class _Handler:
 
 class SmtpSink:
     """``with SmtpSink() as sink:`` … ``sink.received``; ``sink.reply =
-    "451 …"`` makes it refuse; ``stop()``/``start()`` take it down and up."""
+    "451 …"`` makes it refuse; ``sink.delay`` makes it slow; ``stop()``/``start()``
+    take it down and up."""
 
     def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()
         self.received: list[Received] = []
         self.reply: str | None = None
+        self.delay = 0.0  # seconds before the reply to DATA
         self.lock = threading.Lock()
         self._controller: Controller | None = None
 

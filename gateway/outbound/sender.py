@@ -234,12 +234,39 @@ class OutboxSender:
             claimed = await asyncio.to_thread(self.claim, seen)
             if not claimed:
                 break
-            for row_id, attempt in claimed:
-                seen.add(row_id)
-                if stop is not None and stop.is_set():
-                    break  # the rest come back when their lease ends
-                counts[await self.process(row_id, attempt)] += 1
+            pending = dict(claimed)  # what the renewal keeps leased
+            renewal = asyncio.create_task(self._renew(pending), name="outbox-lease")
+            try:
+                for row_id, attempt in claimed:
+                    seen.add(row_id)
+                    if stop is not None and stop.is_set():
+                        break  # the rest come back when their lease ends
+                    counts[await self.process(row_id, attempt)] += 1
+                    pending.pop(row_id, None)
+            finally:
+                renewal.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await renewal
         return counts
+
+    async def _renew(self, pending: dict[int, int]) -> None:
+        """Every third of ``lease_seconds``, move the lease of the batch's
+        rows not yet done forward: a slow relay never lets another sender
+        take a row this one is still sending, and a dead sender's rows come
+        back within one lease. (The one window a mail can go out twice: the
+        relay said 250 and the sender died before recording it.)"""
+        lease = self.settings.outbound.lease_seconds
+        while True:
+            await asyncio.sleep(lease / 3)
+            until = self.now() + dt.timedelta(seconds=lease)
+            try:
+                await asyncio.to_thread(self._extend, list(pending.items()), until)
+            except Exception as exc:  # noqa: BLE001 - the rows come back when the lease ends; no harm
+                log.warning("outbox: cannot renew the lease of %s mail(s): %s", len(pending), exc)
+
+    def _extend(self, claimed: list[tuple[int, int]], until: dt.datetime) -> None:
+        with connection(self.engine) as conn:
+            outbox.extend_leases(conn, claimed, until)
 
     # -- steps (sync ones run in a thread) --------------------------------------
     def claim(self, exclude: set[int] | None = None) -> list[tuple[int, int]]:

@@ -169,6 +169,16 @@ def claim_due(
     return [(r.id, r.attempts + 1) for r in rows]
 
 
+def extend_leases(conn: Connection, claimed: Iterable[tuple[int, int]], lease_until: dt.datetime) -> int:
+    """Renew the lease of rows a live sender still works on: ``(id,
+    attempt)`` pairs that are still this attempt's and still due; how many."""
+    params = [{"b_id": row_id, "b_attempt": attempt, "next_attempt_at": lease_until}
+              for row_id, attempt in claimed]
+    if not params:
+        return 0
+    return int(conn.execute(_UPDATE_ATTEMPT, params).rowcount or 0)
+
+
 def load_attempt(conn: Connection, row_id: int, attempt: int) -> OutboxRow | None:
     """The row, if this attempt still owns it and it is still due (not
     bounced, retried by an operator, or leased to another sender)."""

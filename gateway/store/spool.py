@@ -12,11 +12,13 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, bindparam, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, exists, func, insert, select, update
 
 from gateway.domain import MailStatus, TemporaryFailure
+from gateway.store import instances
 from gateway.store.blobs import BlobStore, sha256_hex
 from gateway.store.db import connection, is_transient, read_connection
+from gateway.store.instances import INSTANCE
 from gateway.store.models import utcnow
 from gateway.store.repo import MAIL
 
@@ -227,18 +229,46 @@ class Spool:
                 .values(status=str(MailStatus.queued), claimed_by=None, claimed_at=None)
             )
 
-    def reclaim_stale(self, older_than: dt.timedelta) -> int:
-        """Re-queue rows whose worker died while processing them."""
-        cutoff = utcnow() - older_than
+    def reclaim_stale(self, older_than: dt.timedelta, alive_for: dt.timedelta | None = None) -> int:
+        """Re-queue rows claimed longer than ``older_than`` ago whose worker
+        is not a live instance's: rows of an instance whose heartbeat is
+        younger than ``alive_for`` are its, however long they take (a dead
+        instance's rows go sooner: ``reclaim_of_dead_instances``). This is
+        for claims no instance names (``gateway ingest`` run by hand)."""
+        now = utcnow()
+        stmt = (
+            update(MAIL)
+            .where(MAIL.c.status == str(MailStatus.processing))
+            .where(MAIL.c.claimed_at < now - older_than)
+        )
+        if alive_for is not None:
+            stmt = stmt.where(~exists().where(
+                INSTANCE.c.heartbeat_at >= now - alive_for,
+                func.substr(MAIL.c.claimed_by, 1, func.length(INSTANCE.c.name) + 1) == INSTANCE.c.name + "/",
+            ))
+        stmt = stmt.values(status=str(MailStatus.queued), claimed_by=None, claimed_at=None)
         with connection(self.engine) as conn:
-            result = conn.execute(
-                update(MAIL)
-                .where(MAIL.c.status == str(MailStatus.processing))
-                .where(MAIL.c.claimed_at < cutoff)
-                .values(status=str(MailStatus.queued), claimed_by=None, claimed_at=None)
-                .returning(MAIL.c.id)
-            )
-            return len(result.all())
+            return len(conn.execute(stmt.returning(MAIL.c.id)).all())
+
+    def reclaim_of_dead_instances(self, alive_for: dt.timedelta) -> tuple[int, list[str]]:
+        """Re-queue the rows claimed by the workers of instances whose
+        heartbeat stopped more than ``alive_for`` ago, and forget those
+        instances; (rows re-queued, the instances' names)."""
+        now = utcnow()
+        with connection(self.engine) as conn:
+            dead = instances.dead_instances(conn, now, alive_for)
+            if not dead:
+                return 0, []
+            n = 0
+            for name in dead:
+                n += int(conn.execute(
+                    update(MAIL)
+                    .where(MAIL.c.status == str(MailStatus.processing))
+                    .where(func.substr(MAIL.c.claimed_by, 1, len(name) + 1) == name + "/")
+                    .values(status=str(MailStatus.queued), claimed_by=None, claimed_at=None)
+                ).rowcount or 0)
+            instances.forget(conn, dead)
+            return n, dead
 
     def load(self, ids: Sequence[int]) -> list[Job]:
         """The claimed rows ``ids``, in spool order."""

@@ -24,7 +24,9 @@ from gateway.app import App
 from gateway.exits import CommandError
 from gateway.instance import Instance
 from gateway.store import instances
-from gateway.store.db import connection, read_connection
+from gateway.store.db import connection, read_connection, transaction
+from gateway.store.models import InboundMail
+from gateway.store.spool import Spool
 from tests.gatewayproc import GatewayProcess
 from tests.pgcluster import PgCluster
 
@@ -125,6 +127,33 @@ def test_a_name_a_running_instance_has_is_refused(app: App) -> None:
     assert row is not None and row["pid"] == os.getpid()
 
 
+def test_a_dead_instances_claims_come_back_and_a_live_ones_stay(app: App) -> None:
+    """Spool rows carry their worker's instance ("<instance>/<host>:<pid>"):
+    a dead instance's come back as soon as its heartbeat is older than the
+    lease; a live one's stay however long its work takes; a claim no
+    instance names (``gateway ingest``) comes back after claim_timeout."""
+    now = dt.datetime.now(dt.UTC)
+    long_ago = now - dt.timedelta(minutes=20)
+    with connection(app.engine) as conn:
+        instances.register(conn, "alive", "host-a", 1, "0.1.0", now)
+        instances.register(conn, "dead", "host-b", 2, "0.1.0", now - dt.timedelta(minutes=2))
+    owners = ["alive/host-a:11", "dead/host-b:22", "dead/host-b:22", "host-c:33", "alive-not/host-d:44"]
+    with transaction(app.engine) as s:
+        rows = [InboundMail(source="smtp", raw_sha256="d" * 64, raw_size=1, status="processing",
+                            claimed_by=owner, claimed_at=long_ago) for owner in owners]
+        s.add_all(rows)
+        s.flush()
+        ids = [r.id for r in rows]
+    spool = Spool(app.engine, app.blobs)
+    assert spool.reclaim_of_dead_instances(LEASE_FOR) == (2, ["dead"])
+    assert spool.reclaim_of_dead_instances(LEASE_FOR) == (0, [])  # forgotten once taken over
+    assert spool.reclaim_stale(dt.timedelta(minutes=10), LEASE_FOR) == 2  # host-c's, alive-not's
+    with read_connection(app.engine) as conn:
+        states = dict(conn.execute(text("SELECT id, status FROM inbound_mail")).all())
+        assert [i["name"] for i in instances.listing(conn, now, LEASE_FOR)] == ["alive"]
+    assert [states[i] for i in ids] == ["processing", "queued", "queued", "queued", "queued"]
+
+
 # -- two daemons, one PostgreSQL, one mailbox ------------------------------------
 
 
@@ -220,13 +249,16 @@ def test_two_daemons_poll_one_mailbox_one_at_a_time(
         assert dovecot.messages("INBOX") == []
         assert len(dovecot.messages("Processed")) == 200
         assert "this instance polls it now" in other.log_text()
-        with engine.connect() as conn:
-            rows = list(conn.execute(text("SELECT name, heartbeat_at FROM gateway_instance ORDER BY name")))
-        assert [r[0] for r in rows] == ["mail-a", "mail-b"]  # the dead one is listed until forgotten
-        assert other.stop() == 0
+        # The survivor takes the dead one's work over and forgets it.
+        dead = poller.sections["instance"]["name"]
+        other.wait_for_log(f"instance {dead}: no heartbeat for {lease_seconds}s; its work is taken over")
         with engine.connect() as conn:
             left: list[Any] = list(conn.execute(text("SELECT name FROM gateway_instance")).scalars())
-        assert left == [poller.sections["instance"]["name"]]  # the clean stop unregistered
+        assert left == [other.sections["instance"]["name"]]
+        assert other.stop() == 0
+        with engine.connect() as conn:  # the clean stop unregistered
+            assert list(conn.execute(text("SELECT name FROM gateway_instance")).scalars()) == []
+            assert list(conn.execute(text("SELECT name FROM lease")).scalars()) == []
     finally:
         for gw in daemons:
             gw.kill()

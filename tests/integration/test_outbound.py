@@ -11,6 +11,7 @@ import email
 import email.policy
 import re
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -430,6 +431,27 @@ def test_crashed_senders_rows_come_back_after_the_lease(desk: App, sink: SmtpSin
     lease = dt.timedelta(seconds=desk.settings.outbound.lease_seconds + 1)
     assert flush_outbox(desk, now=t0 + lease) == {"sent": 1}
     assert len(sink.take()) == 1
+
+
+def test_a_slow_relay_keeps_its_rows_leased(desk: App, sink: SmtpSink) -> None:
+    """The lease is renewed while the sender waits for the relay: a second
+    sender looking after the lease's length finds nothing to take, and the
+    mail goes out once (with a lease that only lasted, it went twice)."""
+    slow = configured(desk, outbound={"lease_seconds": 3, "timeout": 20.0})
+    activate(desk, ANNA)
+    ingest(desk, "new-request-de.eml")
+    sink.delay = 6.0  # twice the lease
+    first: dict[str, int] = {}
+    sending = threading.Thread(target=lambda: first.update(flush_outbox(slow)))
+    sending.start()
+    try:
+        time.sleep(4.5)  # the first lease (3 s) has run out; its renewals have not
+        assert flush_outbox(slow) == {}
+    finally:
+        sending.join(30)
+    assert first == {"sent": 1}
+    assert len(sink.take()) == 1
+    assert flush_outbox(slow) == {}
 
 
 def test_concurrent_senders_send_every_mail_exactly_once(desk: App, sink: SmtpSink) -> None:

@@ -61,9 +61,16 @@ QUARANTINE = [
 REPROCESS = "gateway mail reprocess ID"
 STATUS = ["gateway status", "gateway status --json"]
 METRICS = "curl -s http://127.0.0.1:9125/metrics"
+FIND = [
+    "gateway mail list --from anna@bauwerk-ag.de --since 7d",
+    "gateway mail list --status quarantined --newest --limit 20",
+    "gateway outbox list --to @bauwerk-ag.de --template comment_added --since 2026-11-01",
+    "gateway account list --role agent",
+    'gateway account list --org "Bauwerk AG" --limit 50 --offset 50',
+]
 
 GUIDE = [*SETUP, INGEST, DB_UPGRADE, *SQLITE_BACKUP, *SQLITE_RESTORE, *PG_BACKUP, DB_UPGRADE,
-         *QUARANTINE, REPROCESS, *STATUS, METRICS]
+         *QUARANTINE, REPROCESS, *STATUS, METRICS, *FIND]
 
 
 def guide_commands() -> list[str]:
@@ -234,3 +241,8 @@ def test_operator_guide_commands(tmp_path: Path, pg_cluster: PgCluster) -> None:
     finally:
         serve.send_signal(signal.SIGTERM)
         assert serve.wait(60) == 0
+
+    # Finding mail: every listing runs; the sender's mails are found.
+    for command in FIND:
+        op.run(command)
+    assert "anna@bauwerk-ag.de" in op.run(FIND[0]).stdout
