@@ -191,7 +191,7 @@ def compress_rtf(rtf: bytes, uncompressed: bool = False) -> bytes:
 
 
 def mail_with_winmail(
-    stream: bytes,
+    stream: bytes | list[bytes],
     *,
     text: str = "",
     subject: str = "Outlook RTF mail",
@@ -200,16 +200,17 @@ def mail_with_winmail(
     filename: str = "winmail.dat",
 ) -> bytes:
     """A multipart/mixed mail from an Outlook user: a text part (left out
-    when ``text`` is empty) and the stream as an attachment."""
-    encoded = base64.encodebytes(stream).decode("ascii").replace("\n", "\r\n")
+    when ``text`` is empty) and the stream (or each of a list) as an attachment."""
     parts = []
     if text:
         parts.append(f"--t\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{text}\r\n")
-    parts.append(
-        f'--t\r\nContent-Type: {content_type}; name="{filename}"\r\n'
-        f'Content-Disposition: attachment; filename="{filename}"\r\n'
-        f"Content-Transfer-Encoding: base64\r\n\r\n{encoded}"
-    )
+    for one in stream if isinstance(stream, list) else [stream]:
+        encoded = base64.encodebytes(one).decode("ascii").replace("\n", "\r\n")
+        parts.append(
+            f'--t\r\nContent-Type: {content_type}; name="{filename}"\r\n'
+            f'Content-Disposition: attachment; filename="{filename}"\r\n'
+            f"Content-Transfer-Encoding: base64\r\n\r\n{encoded}"
+        )
     head = (
         'From: "Outlook User" <user@meridian-audit.com>\r\n'
         "To: servicedesk@xitrust.com\r\n"

@@ -529,12 +529,14 @@ class _Builder:
         a mail is quarantined; a stream that does not fit or cannot be read
         stays as it is, noted in ``defects`` and the log."""
         room = self.limits.max_parts - self.parts
+        steps = tnef.MAX_STEPS  # for all of the mail's streams together
         unpacked: list[ParsedAttachment] = []
         bodies: list[tnef.Tnef] = []
         for index, original in enumerate(self.attachments):
-            content = self._decode_tnef(original.data, room) if index in self.tnef_at else None
+            content = self._decode_tnef(original.data, room, steps) if index in self.tnef_at else None
             if content is not None:
                 room -= len(content.attachments)
+                steps -= content.steps
                 bodies.append(content)
                 for item in content.attachments:
                     ctype = _tnef_type(item)
@@ -550,14 +552,15 @@ class _Builder:
             unpacked.append(original)
         self.attachments = unpacked
         if not any(text.strip() for text in self.plain) and not self.html:
-            for content in bodies:  # the first that has a body
-                if self._tnef_body(content):
-                    break
+            # the first stream that has a body; only one is read (RTF's text costs up to ~1 s)
+            content = next((c for c in bodies if c.text.strip() or c.html.strip() or c.rtf_compressed), None)
+            if content is not None:
+                self._tnef_body(content)
 
-    def _decode_tnef(self, data: bytes, room: int) -> tnef.Tnef | None:
+    def _decode_tnef(self, data: bytes, room: int, steps: int) -> tnef.Tnef | None:
         limit = self.limits.max_attachment_size
         try:
-            content = tnef.decode(data, max_attachments=max(room, 0))
+            content = tnef.decode(data, max_attachments=max(room, 0), max_steps=steps)
             # never true (a file inside is smaller than the winmail.dat), but
             # the same limit as for any attachment is the rule
             too_big = next((a for a in content.attachments if len(a.data) > limit), None)
@@ -574,28 +577,22 @@ class _Builder:
             return None
         return content
 
-    def _tnef_body(self, content: tnef.Tnef) -> bool:
+    def _tnef_body(self, content: tnef.Tnef) -> None:
         """The stream's body as the mail's text: plain text, else HTML (made
         text in ``build`` like any HTML body), else the text of its
-        compressed RTF. Whether it had one."""
+        compressed RTF."""
         if content.text.strip():
             self._add_text(clean_text(content.text), html=False)
-            return True
-        if content.html.strip():
+        elif content.html.strip():
             self._add_text(clean_text(content.html), html=True)
-            return True
-        if content.rtf_compressed:
+        elif content.rtf_compressed:
             # RTF is mostly markup: as many bytes as the text cap in characters is plenty
             max_chars = self.limits.max_text_chars
             try:
                 document = rtf.decompress(content.rtf_compressed, limit=max_chars)
             except rtf.RtfError:
-                return False
-            text = rtf.to_text(document, max_chars)
-            if text.strip():
-                self._add_text(clean_text(text), html=False)
-                return True
-        return False
+                return
+            self._add_text(clean_text(rtf.to_text(document, max_chars)), html=False)
 
     def _forwarded(self, part: Message, payload: list[Message | str], in_report: bool) -> None:
         """A message/rfc822 part is kept whole as an .eml attachment."""

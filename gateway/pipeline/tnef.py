@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 SIGNATURE = b"\x78\x9f\x3e\x22"  # 0x223E9F78, little-endian
 CONTENT_TYPES = frozenset({"application/ms-tnef", "application/vnd.ms-tnef"})
 
-# Work one stream may cost: attributes plus properties plus values read.
-# A real winmail.dat has a few dozen per attachment; this is ~0.1 s of Python.
+# Work one message's streams may cost together: attributes plus properties
+# plus values read. A real winmail.dat has a few dozen per attachment; this
+# is ~0.15 s of Python.
 MAX_STEPS = 100_000
 
 _LEVEL_MESSAGE, _LEVEL_ATTACHMENT = 1, 2
@@ -109,6 +110,7 @@ class Tnef:
     html: str = ""
     rtf_compressed: bytes = b""
     skipped: int = 0
+    steps: int = 0  # the work it cost, against ``max_steps``
 
 
 def looks_like_tnef(content_type: str, filename: str | None, data: bytes) -> bool:
@@ -118,10 +120,10 @@ def looks_like_tnef(content_type: str, filename: str | None, data: bytes) -> boo
     return declared and data.startswith(SIGNATURE)
 
 
-def decode(data: bytes, max_attachments: int) -> Tnef:
+def decode(data: bytes, max_attachments: int, max_steps: int = MAX_STEPS) -> Tnef:
     """Unpack a TNEF stream. Raises ``TnefError`` for anything malformed,
-    for more than ``max_attachments`` files, or past ``MAX_STEPS``."""
-    return _Reader(data, max_attachments).read()
+    for more than ``max_attachments`` files, or past ``max_steps``."""
+    return _Reader(data, max_attachments, max_steps).read()
 
 
 def _codec(codepage: int) -> str:
@@ -145,9 +147,10 @@ class _Pending:
 
 
 class _Reader:
-    def __init__(self, data: bytes, max_attachments: int) -> None:
+    def __init__(self, data: bytes, max_attachments: int, max_steps: int) -> None:
         self.data = data
         self.max_attachments = max_attachments
+        self.max_steps = max_steps
         self.steps = 0
         self.codec = "cp1252"  # of 8-bit strings, until attOemCodepage says otherwise
         self.pending: list[_Pending] = []
@@ -156,8 +159,8 @@ class _Reader:
 
     def _step(self, n: int = 1) -> None:
         self.steps += n
-        if self.steps > MAX_STEPS:
-            raise TnefError(f"TNEF stream too complex (more than {MAX_STEPS} attributes and properties)")
+        if self.steps > self.max_steps:
+            raise TnefError(f"TNEF too complex (more than {self.max_steps} attributes and properties)")
 
     # -- the attribute stream --------------------------------------------
     def read(self) -> Tnef:
@@ -280,7 +283,7 @@ class _Reader:
         return None
 
     def _result(self) -> Tnef:
-        out = Tnef()
+        out = Tnef(steps=self.steps)
         for item in self.pending:
             attachment = self._attachment(item)
             if attachment is None:

@@ -301,8 +301,16 @@ def test_winmail_dat_relabelled_by_a_relay_is_unpacked_a_lookalike_is_not() -> N
     assert other.defects == []
 
 
+def test_winmail_work_is_bounded_per_mail_not_per_stream() -> None:
+    filler = [w.attribute(1, w.ATT_MESSAGE_CLASS, b"")] * 60_000  # 60,000 of the 100,000 steps each
+    streams = [w.tnef([w.Attachment(f"{n}.txt", b"x")]) + b"".join(filler) for n in ("first", "second")]
+    m = parse_mail(w.mail_with_winmail(streams), LIMITS)
+    assert [a.filename for a in m.attachments] == ["first.txt", "winmail.dat", "winmail.dat"]
+    assert "TnefNotUnpacked" in m.defects
+
+
 def test_a_reader_bug_keeps_the_winmail_dat(monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(data: bytes, max_attachments: int) -> None:
+    def broken(data: bytes, max_attachments: int, max_steps: int) -> None:
         raise IndexError("bug")
 
     monkeypatch.setattr(parse_module.tnef, "decode", broken)
