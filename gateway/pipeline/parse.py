@@ -399,7 +399,6 @@ class _Builder:
         while stack:
             part, depth, forwarded, in_report = stack.pop()
             count += 1
-            self.parts = count
             if depth > limits.max_depth:
                 raise Quarantine(f"MIME nesting too deep (more than {limits.max_depth} levels)")
             if count > limits.max_parts:
@@ -430,6 +429,7 @@ class _Builder:
                 self._broken_multipart(part, depth, in_report, stack)
             else:
                 self._leaf(part, ctype, in_report)
+        self.parts = count
 
     def _broken_multipart(
         self, part: Message, depth: int, in_report: bool, stack: list[tuple[Message, int, bool, bool]]
@@ -529,11 +529,12 @@ class _Builder:
         a mail is quarantined; a stream that does not fit or cannot be read
         stays as it is, noted in ``defects`` and the log."""
         room = self.limits.max_parts - self.parts
+        tnef_at = set(self.tnef_at)
         steps = tnef.MAX_STEPS  # for all of the mail's streams together
         unpacked: list[ParsedAttachment] = []
         bodies: list[tnef.Tnef] = []
         for index, original in enumerate(self.attachments):
-            content = self._decode_tnef(original.data, room, steps) if index in self.tnef_at else None
+            content = self._decode_tnef(original.data, room, steps) if index in tnef_at else None
             if content is not None:
                 room -= len(content.attachments)
                 steps -= content.steps
@@ -720,7 +721,9 @@ def _tnef_type(item: tnef.TnefAttachment) -> str:
     """A file from a winmail.dat: its type by its name (what a mail client
     would do with the file), else the MIME tag Outlook gave it, else
     application/octet-stream."""
-    guessed = _MIMETYPES.guess_type(item.name, strict=False)[0] if item.name else None
+    # by the extension alone: guess_type() would read a name like "data:text/html,x" as a URL
+    _, dot, ext = item.name.rpartition(".")
+    guessed = _MIMETYPES.guess_type(f"file.{ext}", strict=False)[0] if dot and ext else None
     if guessed:
         return guessed
     return item.mime_type if _MIME_TYPE.fullmatch(item.mime_type) else "application/octet-stream"

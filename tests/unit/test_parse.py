@@ -241,6 +241,7 @@ def test_winmail_dat_is_unpacked_into_its_attachments_and_kept() -> None:
             w.Attachment("notes", b"n", mime_type="not a type"),
             w.Attachment("..\\..\\Windows\\\u202egnp.exe", b"MZ"),
             w.Attachment("", b"?"),
+            w.Attachment("data:text/html,x", b"<"),  # a name, not a URL to read a type from
             w.Attachment("logo.png", b"\x89PNG", content_id="logo@x", flags=4, data_in_props=True),
         ],
         body="The text of the TNEF, not used: the mail has its own.",
@@ -253,13 +254,14 @@ def test_winmail_dat_is_unpacked_into_its_attachments_and_kept() -> None:
         ("notes", "application/octet-stream"),
         ("gnp.exe", "application/octet-stream"),  # no directories, no right-to-left override
         ("attachment-6.bin", "application/octet-stream"),
+        ("html,x", "application/octet-stream"),
         ("logo.png", "image/png"),
         ("winmail.dat", "application/ms-tnef"),  # the original, as sent
     ]
-    unpacked = [a.data for a in m.attachments[:7]]
-    assert unpacked == [b"%PDF-1.4", b"PK\3\4", b"1;2;3", b"n", b"MZ", b"?", b"\x89PNG"]
+    unpacked = [a.data for a in m.attachments[:8]]
+    assert unpacked == [b"%PDF-1.4", b"PK\3\4", b"1;2;3", b"n", b"MZ", b"?", b"<", b"\x89PNG"]
     assert m.attachments[-1].data == stream
-    assert (m.attachments[6].content_id, m.attachments[6].inline) == ("logo@x", True)
+    assert (m.attachments[7].content_id, m.attachments[7].inline) == ("logo@x", True)
     assert m.text == "See attachment."
     assert "TnefNotUnpacked" not in m.defects
     pickle.loads(pickle.dumps(m))  # crosses the parse pool
