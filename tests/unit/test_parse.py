@@ -311,6 +311,29 @@ def test_winmail_work_is_bounded_per_mail_not_per_stream() -> None:
     assert "TnefNotUnpacked" in m.defects
 
 
+def test_corrupt_winmail_streams_never_cost_the_mail() -> None:
+    rng = random.Random(1616)
+    stream = w.tnef(
+        [w.Attachment("Bericht.pdf", b"%PDF" * 50, mime_type="application/pdf"), w.Attachment("a.txt", b"a")],
+        rtf=w.compress_rtf(rb"{\rtf1 Hallo\par}"),
+    )
+    for _ in range(400):
+        broken = bytearray(stream)
+        for _ in range(rng.randint(1, 6)):
+            i = rng.randrange(6, len(broken))
+            if rng.random() < 0.2:
+                del broken[i:]
+            elif rng.random() < 0.5:
+                broken[i:i] = rng.randbytes(rng.randint(1, 8))
+            else:
+                broken[i] = rng.randrange(256)
+        m = parse_mail(w.mail_with_winmail(bytes(broken)), LIMITS)  # never Quarantine
+        assert m.attachments[-1].filename == "winmail.dat" and m.attachments[-1].data == bytes(broken)
+        for att in m.attachments:
+            assert att.filename and "/" not in att.filename and "\\" not in att.filename
+            assert not att.filename.startswith(".")
+
+
 def test_a_reader_bug_keeps_the_winmail_dat(monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(data: bytes, max_attachments: int, max_steps: int) -> None:
         raise IndexError("bug")
