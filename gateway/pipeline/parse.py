@@ -17,6 +17,7 @@ import datetime as dt
 import email.feedparser
 import email.parser
 import email.utils
+import logging
 import mimetypes
 import re
 import unicodedata
@@ -31,6 +32,7 @@ from gateway.domain import (
     normalize_address,
     normalize_message_id,
 )
+from gateway.pipeline import rtf, tnef
 from gateway.pipeline.charsets import (
     FOLD,
     clean_text,
@@ -80,7 +82,19 @@ _OTHER_KEPT = (
 )
 KEPT_HEADERS = tuple(dict.fromkeys([*_OTHER_KEPT, *sorted(SCREEN_HEADERS), *sorted(TRUST_HEADERS)]))
 
+log = logging.getLogger("gateway.pipeline")
+
 _MIMETYPES = mimetypes.MimeTypes()  # built-in table only: no /etc/mime.types, same on every host
+# The files customers send most that the built-in table does not know; a
+# winmail.dat's files get their type from their names (see _tnef_type).
+for _type, _ext in (
+    ("application/vnd.openxmlformats-officedocument.wordprocessingml.document", ".docx"),
+    ("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", ".xlsx"),
+    ("application/vnd.openxmlformats-officedocument.presentationml.presentation", ".pptx"),
+    ("application/vnd.ms-outlook", ".msg"),
+):
+    _MIMETYPES.add_type(_type, _ext)
+_MIME_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,127}")
 _EXTENSIONS = {
     "application/octet-stream": ".bin",
     "text/plain": ".txt",
@@ -373,6 +387,8 @@ class _Builder:
         self.dsn_seen = False
         self.original_id: str | None = None
         self.text_chars = 0
+        self.parts = 0  # MIME parts walked
+        self.tnef_at: list[int] = []  # indices in ``attachments`` of winmail.dat parts
 
     # -- structure ------------------------------------------------------
     def _walk(self) -> None:
@@ -413,6 +429,7 @@ class _Builder:
                 self._broken_multipart(part, depth, in_report, stack)
             else:
                 self._leaf(part, ctype, in_report)
+        self.parts = count
 
     def _broken_multipart(
         self, part: Message, depth: int, in_report: bool, stack: list[tuple[Message, int, bool, bool]]
@@ -454,6 +471,8 @@ class _Builder:
         cid = part.get("Content-ID")
         content_id = (decode_header_value(cid).strip().strip("<>").strip() or None) if cid else None
         inline = disposition == "inline" or (not disposition and content_id is not None)
+        if tnef.looks_like_tnef(ctype, filename, data):
+            self.tnef_at.append(len(self.attachments))  # unpacked after the walk: _unpack_tnef
         self.attachments.append(
             ParsedAttachment(
                 filename=sanitize_filename(filename, len(self.attachments) + 1, ctype),
@@ -499,6 +518,82 @@ class _Builder:
         text = text[:budget]
         self.text_chars += len(text)
         (self.html if html else self.plain).append(text)
+
+    # -- winmail.dat ---------------------------------------------------------
+    def _unpack_tnef(self) -> None:
+        """Each winmail.dat's files join the attachments just before it, and
+        the winmail.dat itself stays (nothing it holds is lost: embedded
+        Outlook items and OLE objects are not unpacked). Its body stands in
+        for the mail's own when that is empty. The files use only what the
+        MIME walk left of the part budget, so unpacking is never the reason
+        a mail is quarantined; a stream that does not fit or cannot be read
+        stays as it is, noted in ``defects`` and the log."""
+        room = self.limits.max_parts - self.parts
+        tnef_at = set(self.tnef_at)
+        steps = tnef.MAX_STEPS  # for all of the mail's streams together
+        unpacked: list[ParsedAttachment] = []
+        bodies: list[tnef.Tnef] = []
+        for index, original in enumerate(self.attachments):
+            content = self._decode_tnef(original.data, room, steps) if index in tnef_at else None
+            if content is not None:
+                room -= len(content.attachments)
+                steps -= content.steps
+                bodies.append(content)
+                for item in content.attachments:
+                    ctype = _tnef_type(item)
+                    unpacked.append(
+                        ParsedAttachment(
+                            filename=sanitize_filename(item.name, len(unpacked) + 1, ctype),
+                            content_type=ctype,
+                            data=item.data,
+                            content_id=item.content_id,
+                            inline=item.inline,
+                        )
+                    )
+            unpacked.append(original)
+        self.attachments = unpacked
+        if not any(text.strip() for text in self.plain) and not self.html:
+            # the first stream that has a body; only one is read (RTF's text costs up to ~1 s)
+            content = next((c for c in bodies if c.text.strip() or c.html.strip() or c.rtf_compressed), None)
+            if content is not None:
+                self._tnef_body(content)
+
+    def _decode_tnef(self, data: bytes, room: int, steps: int) -> tnef.Tnef | None:
+        limit = self.limits.max_attachment_size
+        try:
+            content = tnef.decode(data, max_attachments=max(room, 0), max_steps=steps)
+            # never true (a file inside is smaller than the winmail.dat), but
+            # the same limit as for any attachment is the rule
+            too_big = next((a for a in content.attachments if len(a.data) > limit), None)
+            if too_big is not None:
+                raise tnef.TnefError(f"attachment too large ({len(too_big.data)} bytes, limit {limit})")
+        except Exception as exc:  # noqa: BLE001 - a bad winmail.dat must not cost the mail its ticket
+            reason = str(exc) if isinstance(exc, tnef.TnefError) else f"{type(exc).__name__}: {exc}"
+            if "TnefNotUnpacked" not in self.defects:
+                self.defects.append("TnefNotUnpacked")
+            log.info(
+                "winmail.dat kept as sent, not unpacked: %s", reason[:200],
+                extra={"message_id": str(self.msg.get("Message-ID", "")).strip()[:200]},
+            )
+            return None
+        return content
+
+    def _tnef_body(self, content: tnef.Tnef) -> None:
+        """The stream's body as the mail's text: plain text, else HTML (made
+        text in ``build`` like any HTML body), else the text of its
+        compressed RTF."""
+        if content.text.strip():
+            self._add_text(clean_text(content.text), html=False)
+        elif content.html.strip():
+            self._add_text(clean_text(content.html), html=True)
+        elif content.rtf_compressed:
+            # RTF is mostly markup: as many bytes as the text cap in characters is plenty
+            max_chars = self.limits.max_text_chars
+            try:
+                document = rtf.decompress(content.rtf_compressed, limit=max_chars)
+            except rtf.RtfError:
+                return
+            self._add_text(clean_text(rtf.to_text(document, max_chars)), html=False)
 
     def _forwarded(self, part: Message, payload: list[Message | str], in_report: bool) -> None:
         """A message/rfc822 part is kept whole as an .eml attachment."""
@@ -565,6 +660,8 @@ class _Builder:
     # -- assembly ---------------------------------------------------------
     def build(self) -> ParsedMail:
         self._walk()
+        if self.tnef_at:
+            self._unpack_tnef()
         msg = self.msg
         max_chars = self.limits.max_text_chars
         html = "\n".join(self.html) if self.html else None
@@ -618,6 +715,18 @@ class _Builder:
             report=report,
             defects=self.defects,
         )
+
+
+def _tnef_type(item: tnef.TnefAttachment) -> str:
+    """A file from a winmail.dat: its type by its name (what a mail client
+    would do with the file), else the MIME tag Outlook gave it, else
+    application/octet-stream."""
+    # by the extension alone: guess_type() would read a name like "data:text/html,x" as a URL
+    _, dot, ext = item.name.rpartition(".")
+    guessed = _MIMETYPES.guess_type(f"file.{ext}", strict=False)[0] if dot and ext else None
+    if guessed:
+        return guessed
+    return item.mime_type if _MIME_TYPE.fullmatch(item.mime_type) else "application/octet-stream"
 
 
 def _filename(part: Message) -> str | None:

@@ -4,6 +4,7 @@ prints a traceback, and a 20 MB attachment is handled in bounded memory."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import hostile
+from tests import hostile, tnefwriter
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 HOSTILE_FIXTURES = [
@@ -103,6 +104,52 @@ def test_path_traversal_filename_never_becomes_a_path(tmp_path: Path) -> None:
     # blobs are stored under their digest only
     for path in (tmp_path / "blobs").rglob("*"):
         assert path.is_dir() or len(path.name) == 64
+
+
+def ticket_of_stdin(tmp_path: Path, raw: bytes) -> dict[str, object]:
+    result = gateway(tmp_path, "ingest", stdin=raw)
+    assert_clean(result)
+    assert result.returncode == 0, result.stderr
+    (row,) = mail_log(tmp_path)
+    assert row["status"] == "done", row
+    shown = gateway(tmp_path, "ticket", "show", str(row["ticket"]), "--json")
+    assert shown.returncode == 0, shown.stderr
+    ticket: dict[str, object] = json.loads(shown.stdout)
+    return ticket
+
+
+def test_winmail_dat_becomes_its_real_attachments_and_is_kept(tmp_path: Path) -> None:
+    pdf, xlsx = b"%PDF-1.4\n" + bytes(range(256)) * 64, b"PK\3\4 sheet"
+    stream = tnefwriter.tnef(
+        [
+            tnefwriter.Attachment("Prüfbericht März.pdf", pdf, mime_type="application/pdf", title="PRFBER~1"),
+            tnefwriter.Attachment("..\\Messwerte.xlsx", xlsx),
+        ],
+        rtf=tnefwriter.compress_rtf(rb"{\rtf1\ansi Der Export bricht mit Fehler 413 ab.\par Gr\'fc\'dfe}"),
+    )
+    ticket = ticket_of_stdin(tmp_path, tnefwriter.mail_with_winmail(stream))  # no text part at all
+    attachments = ticket["attachments"]
+    assert isinstance(attachments, list)
+    assert [(a["filename"], a["content_type"], a["size"]) for a in attachments] == [
+        ("Prüfbericht März.pdf", "application/pdf", len(pdf)),
+        ("Messwerte.xlsx", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", len(xlsx)),
+        ("winmail.dat", "application/ms-tnef", len(stream)),
+    ]
+    # the bytes in the blob store are the files' own
+    assert [a["sha256"] for a in attachments] == [
+        hashlib.sha256(data).hexdigest() for data in (pdf, xlsx, stream)
+    ]
+    assert ticket["description"] == "Der Export bricht mit Fehler 413 ab.\nGrüße"
+
+
+def test_corrupt_winmail_dat_still_makes_a_ticket_with_the_dat_kept(tmp_path: Path) -> None:
+    stream = tnefwriter.tnef([tnefwriter.Attachment("a.pdf", b"%PDF" * 1000)])
+    cut = stream[: len(stream) // 2]
+    ticket = ticket_of_stdin(tmp_path, tnefwriter.mail_with_winmail(cut, text="Siehe Anhang."))
+    attachments = ticket["attachments"]
+    assert isinstance(attachments, list)
+    assert [(a["filename"], a["size"]) for a in attachments] == [("winmail.dat", len(cut))]
+    assert ticket["description"] == "Siehe Anhang."
 
 
 def test_20mb_attachment_in_bounded_memory(tmp_path: Path) -> None:

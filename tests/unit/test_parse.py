@@ -20,6 +20,7 @@ from gateway.domain import ParsedMail, Quarantine
 from gateway.pipeline import parse as parse_module
 from gateway.pipeline.parse import decode_bytes, html_to_text, parse_mail, sanitize_filename
 from gateway.settings import LimitsSettings
+from tests import tnefwriter as w
 from tests.corpus.generate import write_corpus
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -224,10 +225,123 @@ def test_forwarded_message_is_an_eml_attachment_not_body() -> None:
     assert "INNERER TEXT" not in m.text
 
 
-def test_winmail_dat_is_kept_as_attachment() -> None:
-    m = parse_fixture("winmail-dat.eml")
+def test_cut_winmail_dat_is_kept_as_it_is() -> None:
+    m = parse_fixture("winmail-dat.eml")  # its TNEF stream ends in the middle of an attribute
     assert [(a.filename, a.content_type) for a in m.attachments] == [("winmail.dat", "application/ms-tnef")]
     assert m.text == "See attachment."
+    assert "TnefNotUnpacked" in m.defects
+
+
+def test_winmail_dat_is_unpacked_into_its_attachments_and_kept() -> None:
+    stream = w.tnef(
+        [
+            w.Attachment("Prüfbericht März.pdf", b"%PDF-1.4", mime_type="application/pdf", title="PRFBER~1"),
+            w.Attachment("Angebot.docx", b"PK\3\4"),  # no MIME tag: the type comes from the name
+            w.Attachment("messwerte.xyz", b"1;2;3", mime_type="Application/X-Messwerte"),
+            w.Attachment("notes", b"n", mime_type="not a type"),
+            w.Attachment("..\\..\\Windows\\\u202egnp.exe", b"MZ"),
+            w.Attachment("", b"?"),
+            w.Attachment("data:text/html,x", b"<"),  # a name, not a URL to read a type from
+            w.Attachment("logo.png", b"\x89PNG", content_id="logo@x", flags=4, data_in_props=True),
+        ],
+        body="The text of the TNEF, not used: the mail has its own.",
+    )
+    m = parse_mail(w.mail_with_winmail(stream, text="See attachment."), LIMITS)
+    assert [(a.filename, a.content_type) for a in m.attachments] == [
+        ("Prüfbericht März.pdf", "application/pdf"),
+        ("Angebot.docx", "application/vnd.openxmlformats-officedocument.wordprocessingml.document"),
+        ("messwerte.xyz", "application/x-messwerte"),
+        ("notes", "application/octet-stream"),
+        ("gnp.exe", "application/octet-stream"),  # no directories, no right-to-left override
+        ("attachment-6.bin", "application/octet-stream"),
+        ("html,x", "application/octet-stream"),
+        ("logo.png", "image/png"),
+        ("winmail.dat", "application/ms-tnef"),  # the original, as sent
+    ]
+    unpacked = [a.data for a in m.attachments[:8]]
+    assert unpacked == [b"%PDF-1.4", b"PK\3\4", b"1;2;3", b"n", b"MZ", b"?", b"<", b"\x89PNG"]
+    assert m.attachments[-1].data == stream
+    assert (m.attachments[7].content_id, m.attachments[7].inline) == ("logo@x", True)
+    assert m.text == "See attachment."
+    assert "TnefNotUnpacked" not in m.defects
+    pickle.loads(pickle.dumps(m))  # crosses the parse pool
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"body": "Hallo,\r\nder Drucker druckt nicht."}, "Hallo,\nder Drucker druckt nicht."),
+        ({"html": "<p>Grüße</p><p>aus Graz</p>".encode("cp1252"), "cpid": 1252}, "Grüße\n\naus Graz"),
+        ({"rtf": w.compress_rtf(rb"{\rtf1\ansi{\fonttbl{\f0 Arial;}}Gr\'fc\'dfe\par Graz}")}, "Grüße\nGraz"),
+        ({"legacy_body": b"Alter Text\0"}, "Alter Text"),
+    ],
+    ids=["plain", "html", "compressed-rtf", "legacy-attBody"],
+)
+def test_winmail_body_stands_in_for_an_empty_text_body(body: dict[str, object], expected: str) -> None:
+    stream = w.tnef([w.Attachment("a.txt", b"a")], **body)  # type: ignore[arg-type]
+    m = parse_mail(w.mail_with_winmail(stream), LIMITS)
+    assert m.text == expected
+    assert [a.filename for a in m.attachments] == ["a.txt", "winmail.dat"]
+
+
+def test_winmail_files_use_only_what_is_left_of_the_part_budget() -> None:
+    limits = LimitsSettings(max_parts=5)  # the mail has three MIME parts: room for two more
+    two = w.mail_with_winmail(w.tnef([w.Attachment(f"{i}.txt", b"x") for i in range(2)]), text="t")
+    assert [a.filename for a in parse_mail(two, limits).attachments] == ["0.txt", "1.txt", "winmail.dat"]
+    three = w.mail_with_winmail(w.tnef([w.Attachment(f"{i}.txt", b"x") for i in range(3)]), text="t")
+    m = parse_mail(three, limits)  # not unpacked, and not quarantined for it
+    assert [a.filename for a in m.attachments] == ["winmail.dat"]
+    assert "TnefNotUnpacked" in m.defects
+
+
+def test_winmail_dat_relabelled_by_a_relay_is_unpacked_a_lookalike_is_not() -> None:
+    stream = w.tnef([w.Attachment("a.txt", b"a")])
+    relabelled = w.mail_with_winmail(stream, content_type="application/octet-stream")
+    assert [a.filename for a in parse_mail(relabelled, LIMITS).attachments] == ["a.txt", "winmail.dat"]
+    other = parse_mail(w.mail_with_winmail(b"just a .dat file", text="t"), LIMITS)
+    assert [a.filename for a in other.attachments] == ["winmail.dat"]
+    assert other.defects == []
+
+
+def test_winmail_work_is_bounded_per_mail_not_per_stream() -> None:
+    filler = [w.attribute(1, w.ATT_MESSAGE_CLASS, b"")] * 60_000  # 60,000 of the 100,000 steps each
+    streams = [w.tnef([w.Attachment(f"{n}.txt", b"x")]) + b"".join(filler) for n in ("first", "second")]
+    m = parse_mail(w.mail_with_winmail(streams), LIMITS)
+    assert [a.filename for a in m.attachments] == ["first.txt", "winmail.dat", "winmail.dat"]
+    assert "TnefNotUnpacked" in m.defects
+
+
+def test_corrupt_winmail_streams_never_cost_the_mail() -> None:
+    rng = random.Random(1616)
+    stream = w.tnef(
+        [w.Attachment("Bericht.pdf", b"%PDF" * 50, mime_type="application/pdf"), w.Attachment("a.txt", b"a")],
+        rtf=w.compress_rtf(rb"{\rtf1 Hallo\par}"),
+    )
+    for _ in range(400):
+        broken = bytearray(stream)
+        for _ in range(rng.randint(1, 6)):
+            i = rng.randrange(6, len(broken))
+            if rng.random() < 0.2:
+                del broken[i:]
+            elif rng.random() < 0.5:
+                broken[i:i] = rng.randbytes(rng.randint(1, 8))
+            else:
+                broken[i] = rng.randrange(256)
+        m = parse_mail(w.mail_with_winmail(bytes(broken)), LIMITS)  # never Quarantine
+        assert m.attachments[-1].filename == "winmail.dat" and m.attachments[-1].data == bytes(broken)
+        for att in m.attachments:
+            assert att.filename and "/" not in att.filename and "\\" not in att.filename
+            assert not att.filename.startswith(".")
+
+
+def test_a_reader_bug_keeps_the_winmail_dat(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(data: bytes, max_attachments: int, max_steps: int) -> None:
+        raise IndexError("bug")
+
+    monkeypatch.setattr(parse_module.tnef, "decode", broken)
+    m = parse_mail(w.mail_with_winmail(w.tnef([w.Attachment("a.txt", b"a")]), text="t"), LIMITS)
+    assert [a.filename for a in m.attachments] == ["winmail.dat"]
+    assert "TnefNotUnpacked" in m.defects
 
 
 def test_multipart_without_boundary_is_recovered() -> None:
