@@ -61,9 +61,14 @@ QUARANTINE = [
 REPROCESS = "gateway mail reprocess ID"
 STATUS = ["gateway status", "gateway status --json"]
 METRICS = "curl -s http://127.0.0.1:9125/metrics"
+GDPR = [
+    "gateway account export anna@bauwerk-ag.de --output anna-export.json",
+    "gateway account erase anna@bauwerk-ag.de",
+    "gateway account erase anna@bauwerk-ag.de --yes",
+]
 
 GUIDE = [*SETUP, INGEST, DB_UPGRADE, *SQLITE_BACKUP, *SQLITE_RESTORE, *PG_BACKUP, DB_UPGRADE,
-         *QUARANTINE, REPROCESS, *STATUS, METRICS]
+         *QUARANTINE, REPROCESS, *STATUS, METRICS, *GDPR]
 
 
 def guide_commands() -> list[str]:
@@ -234,3 +239,11 @@ def test_operator_guide_commands(tmp_path: Path, pg_cluster: PgCluster) -> None:
     finally:
         serve.send_signal(signal.SIGTERM)
         assert serve.wait(60) == 0
+
+    # Erasure and export: Anna, who wrote SD-1 at the start.
+    op.run(GDPR[0])
+    export = json.loads((op.state / "anna-export.json").read_text(encoding="utf-8"))
+    assert [t["key"] for t in export["tickets"]] == ["SD-1"]
+    assert "would be erased" in op.run(GDPR[1], expect=1).stdout
+    assert "is erased" in op.run(GDPR[2]).stdout
+    assert op.gateway_json("ticket show SD-1")["reporter"] == "deleted user"  # type: ignore[index]
