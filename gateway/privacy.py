@@ -88,14 +88,14 @@ def erase_account(engine: Engine, blobs: BlobStore, email: str, *, confirmed: bo
         if person is None:
             raise NoAccount(f"no account {address}")
         # Reads mails' raw bytes: outside the write transaction below.
-        naming = erasure.mails_naming(conn, person, blobs)
+        scanned = erasure.prescan(conn, person, blobs)
     placeholder = erased_address(person.id)
     try:
         with connection(engine) as conn:
             person = erasure.lock_person(conn, address)
             if person is None:
                 raise NoAccount(f"no account {address} (erased meanwhile?)")
-            counts = erasure.erase(conn, person, naming, blobs, delete_blobs=confirmed)
+            counts = erasure.erase(conn, person, scanned, blobs, delete_blobs=confirmed)
             if not confirmed:
                 raise _Rehearsal(counts)
     except _Rehearsal as rehearsal:

@@ -14,9 +14,11 @@ and export"):
   subject of everybody's conversation, and stays readable.
 * An agent's comments and tickets stay: they are the desk's words to its
   customers, not the agent's private data. Only the name goes.
-* The raw mail they sent goes (bytes and subject). So do the raw bytes of a
-  customer's mail on their tickets, or on none, that names them: a Cc, a
-  quote, a bounce. The rest of each mail's log line stays.
+* The raw mail they sent goes (bytes and subject); their mail still in the
+  spool is ``ignored`` (while a worker processes one, the erasure refuses:
+  try again). So do the raw bytes of a customer's mail on their tickets, or
+  on none, that names them: a Cc, a quote, a bounce. The rest of each
+  mail's log line stays.
 * Mail the desk sent to them stays as a log line without subject or data;
   what was still to be sent never is.
 * Everywhere else their address becomes the placeholder address and their
@@ -30,10 +32,14 @@ fields back."""
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
+import email.utils
 import json
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Text, and_, cast, delete, func, or_, select, union, update
@@ -45,6 +51,7 @@ from gateway.domain import (
     OutboxStatus,
     TemporaryFailure,
     erased_address,
+    normalize_address,
 )
 from gateway.store.blobs import BlobStore
 from gateway.store.models import utcnow
@@ -150,12 +157,50 @@ def involved_tickets(person: Person) -> Any:
     )
 
 
-def mails_naming(conn: Connection, person: Person, blobs: BlobStore) -> list[int]:
-    """Other people's mails on the tickets a customer takes part in, or on
-    no ticket (bounces, auto-replies, the quarantine), whose raw bytes name
-    them. Read before the erasure's transaction: it reads each of those
-    mails, and no writer should wait for that. Empty for an agent: customers'
-    mails quote the desk's answers, which are not the agent's to take."""
+@dataclass(frozen=True)
+class Prescan:
+    """What the erasure learns from mails' raw bytes, read before its
+    transaction (no writer should wait for that reading)."""
+
+    # Other people's mails on the tickets a customer takes part in, or on
+    # no ticket (bounces, auto-replies, the quarantine), whose bytes name
+    # them. None for an agent: customers' mails quote the desk's answers,
+    # which are not the agent's to take.
+    naming: list[int]
+    # Their mails still in the spool (queued, or being processed): nothing
+    # but the From header says whose they are yet.
+    waiting: list[int]
+
+
+def prescan(conn: Connection, person: Person, blobs: BlobStore) -> Prescan:
+    return Prescan(_mails_naming(conn, person, blobs), _waiting_mails(conn, person, blobs))
+
+
+def _waiting_mails(conn: Connection, person: Person, blobs: BlobStore) -> list[int]:
+    found = []
+    for mail_id, inline, digest in conn.execute(
+        select(MAIL.c.id, MAIL.c.raw_inline, MAIL.c.raw_sha256)
+        .where(MAIL.c.status.in_((MailStatus.queued.value, MailStatus.processing.value)))
+        .order_by(MAIL.c.id)
+    ):
+        try:
+            raw = bytes(inline) if inline is not None else blobs.get(conn, digest)
+        except KeyError:
+            continue
+        if _sender(raw) == person.email:
+            found.append(mail_id)
+    return found
+
+
+def _sender(raw: bytes) -> str:
+    """The address in a raw message's From header (normalised), or ""."""
+    # The header parser stops at the header block's end; the cut only
+    # spares it a huge message.
+    headers = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw[:262144])
+    return normalize_address(email.utils.parseaddr(str(headers.get("From", "")))[1])
+
+
+def _mails_naming(conn: Connection, person: Person, blobs: BlobStore) -> list[int]:
     if person.is_agent:
         return []
     mentions = Mentions(person, erased_address(person.id))
@@ -182,19 +227,19 @@ def mails_naming(conn: Connection, person: Person, blobs: BlobStore) -> list[int
 
 
 def lock_person(conn: Connection, email: str) -> Person | None:
-    """The person, their account row locked (PostgreSQL) until the end of
-    the transaction: two erasures of one account, or an erasure and a
-    signup, do not interleave."""
+    """The person, their account row locked (PostgreSQL; SQLite has one
+    writer anyway) until the end of the transaction: a second erasure of
+    the account, or any change to it, waits for this one."""
     conn.execute(select(ACCOUNT.c.id).where(ACCOUNT.c.email == email).with_for_update())
     return find_person(conn, email)
 
 
 def erase(
-    conn: Connection, person: Person, naming_mails: Sequence[int], blobs: BlobStore, *, delete_blobs: bool
+    conn: Connection, person: Person, scanned: Prescan, blobs: BlobStore, *, delete_blobs: bool
 ) -> dict[str, int]:
     """Erase ``person`` (see the module's docstring) in the caller's
-    transaction; returns what was done, counted. ``naming_mails``: from
-    ``mails_naming``. ``delete_blobs`` False leaves the blob store alone
+    transaction; returns what was done, counted. ``scanned``: from
+    ``prescan``. ``delete_blobs`` False leaves the blob store alone
     (a rehearsal, rolled back by the caller, which counts all the same).
 
     Blob files are deleted here, before the caller commits: if the commit
@@ -209,7 +254,7 @@ def erase(
 
     mails = conn.execute(
         select(MAIL.c.id, MAIL.c.raw_sha256, MAIL.c.status)
-        .where(MAIL.c.id.in_(own_mails(person))).with_for_update()
+        .where(or_(MAIL.c.id.in_(own_mails(person)), MAIL.c.id.in_(scanned.waiting))).with_for_update()
     ).all()
     busy = [str(i) for i, _, status in mails if status == MailStatus.processing]
     if busy:
@@ -226,7 +271,7 @@ def erase(
     counts["own_mails_erased"] = _erase_raw(conn, own_ids, _SENDER_ERASED)
     if own_ids:
         conn.execute(update(MAIL).where(MAIL.c.id.in_(own_ids)).values(subject=None))
-    naming = sorted(set(naming_mails) - set(own_ids))
+    naming = sorted(set(scanned.naming) - set(own_ids))
     digests |= {sha for (sha,) in conn.execute(select(MAIL.c.raw_sha256).where(MAIL.c.id.in_(naming)))}
     counts["mails_naming_erased"] = _erase_raw(conn, naming, _NAMING_ERASED)
 
