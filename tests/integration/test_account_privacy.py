@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlmodel import SQLModel
 
 from gateway import cli
@@ -30,6 +30,8 @@ from gateway.settings import DatabaseSettings, OutboundSettings, Settings, Stora
 from gateway.store import repo, web as web_store
 from gateway.store.db import connection, read_connection
 from gateway.store.models import Blob  # and with it every table in SQLModel.metadata
+from gateway.store.repo import MAIL
+from gateway.store.spool import SpoolItem
 
 ANNA = "anna.mueller@bauwerk-ag.de"
 ANNA_NAME = "Anna Müller"
@@ -124,7 +126,7 @@ def desk(app: App, config: str, tmp_path: Path, capsys: pytest.CaptureFixture[st
     """Bauwerk AG with Anna and Kai; Sam an agent. SD-1: Anna's request
     with a file, shared with the organization, Kai's reply (quoting her,
     with a file of his own), Sam's answer, Anna's reply with a file, Sam
-    assigned. SD-2: Anna's request only she is on. SD-3: Kai's private
+    assigned, resolved by Anna. SD-2: Anna's request only she is on. SD-3: Kai's private
     request."""
     ok(config, capsys, "org", "create", "Bauwerk AG", "--domain", "bauwerk-ag.de")
     with connection(app.engine) as conn:
@@ -154,6 +156,8 @@ def desk(app: App, config: str, tmp_path: Path, capsys: pytest.CaptureFixture[st
         f"{ANNA_NAME} <{ANNA}>", "Re: [SD-1] Signatur schlägt fehl", REPLY, mid="<req-3@bauwerk-ag.de>",
         extra="In-Reply-To: <req-1@bauwerk-ag.de>\n", files=(("log.txt", FILE),),
     ), "anna-3")
+    # She marks it resolved: the mail telling Kai names her ("by").
+    ok(config, capsys, "ticket", "transition", "SD-1", "resolved", "--as", ANNA)
     ok(config, capsys, "outbox", "flush")
     with connection(app.engine) as conn:
         anna = repo.account_by_email(conn, ANNA)
@@ -383,3 +387,38 @@ def test_erase_with_the_blobs_in_the_database(
         assert before - after == report["counts"]["blobs_deleted"] == 6  # 3 raw mails, 2 files, Kai's quote
         [kai_file] = show(config, capsys, "SD-1")["comments"][0]["attachments"]
         assert desk.blobs.get(conn, kai_file["sha256"]) == KAI_FILE
+
+
+def test_her_mail_still_waiting_is_erased_and_mail_being_processed_waits(
+    desk: App, config: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Accepted, not processed yet (the daemon's workers would be next).
+    raw = mail(f"{ANNA_NAME} <{ANNA.upper()}>", "Noch eine", "Wartet-3VB7", mid="<waiting@bauwerk-ag.de>")
+    [mail_id] = desk.spool.put_many([SpoolItem(raw, "smtp")])
+    with connection(desk.engine) as conn:
+        conn.execute(update(MAIL).where(MAIL.c.id == mail_id).values(status="processing"))
+    code, out, err = gateway(config, capsys, "account", "erase", ANNA, "--yes")
+    assert code == 75 and f"mail {mail_id} from {ANNA} is being processed" in err and out == ""
+    assert traces(desk, "3VB7")  # nothing was erased
+    with connection(desk.engine) as conn:
+        conn.execute(update(MAIL).where(MAIL.c.id == mail_id).values(status="queued"))
+    ok(config, capsys, "account", "erase", ANNA, "--yes")
+    assert traces(desk, ANNA, ANNA_NAME, "3VB7", *MARKERS) == []
+    shown = json.loads(ok(config, capsys, "mail", "show", str(mail_id), "--json"))
+    assert (shown["status"], shown["disposition"]) == ("ignored", "ignored: sender's data erased")
+    assert json.loads(ok(config, capsys, "status", "--json"))["spool"]["depth"] == 0
+
+
+def test_a_field_naming_her_names_the_placeholder(
+    desk: App, config: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ok(config, capsys, "ticket", "set", "SD-3", "--type", "suggest_improvement",
+       "--field", f"responsible_user={ANNA}")
+    exported = json.loads(ok(config, capsys, "account", "export", ANNA))
+    roles = {t["key"]: t["roles"] for t in exported["tickets"]}
+    assert roles["SD-3"] == ["responsible"]
+    placeholder = json.loads(ok(config, capsys, "account", "erase", ANNA, "--yes", "--json"))["account"]
+    three = show(config, capsys, "SD-3")
+    assert three["fields"]["responsible_user"] == placeholder  # still an account's address
+    assert three["summary"] == "Rechnung falsch"  # Kai's ticket: his words stay
+    assert traces(desk, ANNA) == []
