@@ -55,7 +55,16 @@ from gateway.domain import (
 )
 from gateway.store.blobs import BlobStore
 from gateway.store.models import utcnow
-from gateway.store.personal import Person, comments, find_person, others_on, own_mails, reported
+from gateway.store.personal import (
+    Person,
+    address_pattern,
+    comments,
+    find_person,
+    others_on,
+    own_mails,
+    rate_limit_keys,
+    reported,
+)
 from gateway.store.repo import (
     ACCOUNT,
     ATTACHMENT,
@@ -104,7 +113,8 @@ class Mentions:
         self.email = person.email
         self.placeholder = placeholder
         self.name = " ".join(person.name.split())
-        self._address = re.compile(re.escape(person.email), re.IGNORECASE)
+        self._address = address_pattern(person.email)
+        self._address_bytes = re.compile(self._address.pattern.encode("utf-8"), re.IGNORECASE)
         words = self.name.split()
         self._full_name = (
             re.compile(r"(?<!\w)" + r"\s+".join(map(re.escape, words)) + r"(?!\w)", re.IGNORECASE)
@@ -140,10 +150,9 @@ class Mentions:
     def in_raw(self, raw: bytes) -> bool:
         """Whether a raw message names them (headers or an 8-bit body;
         an encoded name is not found, the address usually is)."""
-        lowered = raw.lower()
-        if self.email.encode("utf-8") in lowered:
+        if self._address_bytes.search(raw):
             return True
-        return self._full_name is not None and self.name.lower().encode("utf-8") in lowered
+        return self._full_name is not None and self.name.lower().encode("utf-8") in raw.lower()
 
 
 def involved_tickets(person: Person) -> Any:
@@ -283,7 +292,7 @@ def erase(
     )
     counts["tokens_deleted"] = _rowcount(conn.execute(delete(TOKEN).where(TOKEN.c.account_id == person.id)))
     counts["rate_limits_deleted"] = _rowcount(conn.execute(
-        delete(LIMIT).where(LIMIT.c.key.icontains(person.email, autoescape=True))
+        delete(LIMIT).where(rate_limit_keys(LIMIT.c.key, person))
     ))
     conn.execute(update(ACCOUNT).where(ACCOUNT.c.id == person.id).values(
         email=placeholder, name=ERASED_NAME, state="disabled", password_hash=None, locale=None,

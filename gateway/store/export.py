@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 from collections import defaultdict
 from typing import Any
 
 from sqlalchemy import Connection, Text, cast, func, or_, select
 
 from gateway.store.blobs import BlobStore
-from gateway.store.personal import Person, comments, own_mails, ticket_roles
+from gateway.store.personal import Person, address_pattern, comments, own_mails, rate_limit_keys, ticket_roles
 from gateway.store.read import iso
 from gateway.store.repo import ACCOUNT, ATTACHMENT, COMMENT, EVENT, MAIL, ORG, OUTBOX, TICKET
 from gateway.store.tokens import TOKEN
@@ -66,7 +67,7 @@ def account_export(conn: Connection, person: Person, files: BlobStore | None, no
             {"key": key, "window_start": iso(start), "count": count}
             for key, start, count in conn.execute(
                 select(LIMIT.c.key, LIMIT.c.window_start, LIMIT.c.count)
-                .where(LIMIT.c.key.icontains(person.email, autoescape=True)).order_by(LIMIT.c.key)
+                .where(rate_limit_keys(LIMIT.c.key, person)).order_by(LIMIT.c.key)
             )
         ],
     }
@@ -232,10 +233,12 @@ def _mail_sent(conn: Connection, person: Person, keys: dict[int, str]) -> list[J
 def _history(conn: Connection, person: Person) -> list[JsonDict]:
     """History entries about them: what they did, and what names them (a
     ticket shared with them, assigned to them)."""
+    # The text search finds candidates; the whole address decides.
     names_them = or_(
         cast(EVENT.c.from_value, Text).icontains(person.email, autoescape=True),
         cast(EVENT.c.to_value, Text).icontains(person.email, autoescape=True),
     )
+    address = address_pattern(person.email)
     rows = conn.execute(
         select(EVENT.c.ticket_id, EVENT.c.at, EVENT.c.action, EVENT.c.actor_id, ACCOUNT.c.role,
                EVENT.c.from_value, EVENT.c.to_value, EVENT.c.source, TICKET.c.key)
@@ -249,4 +252,5 @@ def _history(conn: Connection, person: Person) -> list[JsonDict]:
          "actor": person.email if actor_id == person.id else ("system" if actor_id is None else role),
          "from": old, "to": new, "source": source}
         for _tid, at, action, actor_id, role, old, new, source, key in rows
+        if actor_id == person.id or address.search(json.dumps([old, new]))
     ]

@@ -7,11 +7,12 @@ selection is a statement (usable as a subquery) or a small query."""
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Select, Text, cast, func, or_, select
+from sqlalchemy import ColumnElement, Connection, Select, Text, cast, func, or_, select
 
 from gateway.domain import Role, normalize_address
 from gateway.store.repo import ACCOUNT, COMMENT, MAIL, PARTICIPANT, TICKET
@@ -31,6 +32,22 @@ class Person:
     @property
     def is_agent(self) -> bool:
         return self.role == Role.agent
+
+
+# What may stand next to an address in text without being part of it: the
+# address ``anna@x.de`` is not in ``hanna@x.de`` nor in ``anna@x.de.example``.
+_LOCAL_CHAR = r"[\w.!#$%&'*+/=?^`{|}~-]"
+
+
+def address_pattern(email: str) -> re.Pattern[str]:
+    """Their address, in any case, as a whole address in a text."""
+    return re.compile(rf"(?<!{_LOCAL_CHAR}){re.escape(email)}(?![\w-]|\.[\w-])", re.IGNORECASE)
+
+
+def rate_limit_keys(column: Any, person: Person) -> ColumnElement[bool]:
+    """The rate-limit counters kept per their address (``login:<address>``,
+    ``signup:…``, ``reset:…``)."""
+    return func.lower(column).endswith(f":{person.email}", autoescape=True)
 
 
 def find_person(conn: Connection, email: str) -> Person | None:

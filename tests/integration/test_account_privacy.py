@@ -422,3 +422,17 @@ def test_a_field_naming_her_names_the_placeholder(
     assert three["fields"]["responsible_user"] == placeholder  # still an account's address
     assert three["summary"] == "Rechnung falsch"  # Kai's ticket: his words stay
     assert traces(desk, ANNA) == []
+
+
+def test_an_address_that_contains_hers_is_someone_else(
+    desk: App, config: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hanna = "h" + ANNA  # hanna.mueller@…: another person
+    ok(config, capsys, "org", "add-member", "Bauwerk AG", hanna)
+    ok(config, capsys, "ticket", "share", "SD-3", hanna, "--as", KAI)
+    ok(config, capsys, "account", "erase", ANNA, "--yes")
+    assert hanna in [a["email"] for a in json.loads(ok(config, capsys, "account", "list", "--json"))]
+    three = show(config, capsys, "SD-3")
+    assert three["participants"] == [hanna]
+    assert (KAI, "shared", hanna) in [(h["actor"], h["action"], h["to"]) for h in three["history"]]
+    assert hanna in [o["to"] for o in json.loads(ok(config, capsys, "outbox", "list", "--json"))]
