@@ -199,6 +199,17 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p = command(account, "unbounce", "cmd_account_unbounce",
                 "mail an address again that was marked bounced (it works again)")
     p.add_argument("email", metavar="EMAIL")
+    p = command(account, "export", "cmd_account_export",
+                "write everything stored about a person as JSON (GDPR Art. 15)")
+    p.add_argument("email", metavar="EMAIL")
+    p.add_argument("--output", metavar="FILE",
+                   help="a new file, readable by its owner only (default: stdout)")
+    p.add_argument("--with-files", action="store_true", help="include files and raw mails (base64)")
+    p = command(account, "erase", "cmd_account_erase",
+                "erase a person's personal data (GDPR Art. 17); without --yes, show what would go",
+                json_output=True)
+    p.add_argument("email", metavar="EMAIL")
+    p.add_argument("--yes", action="store_true", help="erase (it cannot be undone)")
     p = command(account, "confirm", "cmd_account_confirm", "complete a signup with the token from its link")
     p.add_argument("token", metavar="TOKEN")
     p.add_argument("--name", required=True, metavar="NAME", help="the account holder's name")

@@ -609,6 +609,38 @@ def cmd_account_disable(app: App, args: argparse.Namespace) -> int:
     return EX_OK
 
 
+def cmd_account_export(app: App, args: argparse.Namespace) -> int:
+    from gateway import privacy
+
+    document = privacy.export_account(app.engine, app.blobs, args.email, with_files=args.with_files)
+    if args.output is None:
+        _print_json(document)
+        return EX_OK
+    privacy.write_export(document, args.output)
+    print(f"wrote everything stored about {document['account']['email']} to {args.output} "
+          f"({len(document['tickets'])} tickets, {len(document['comments'])} comments, "
+          f"{len(document['mail_received'])} mails received)")
+    return EX_OK
+
+
+def cmd_account_erase(app: App, args: argparse.Namespace) -> int:
+    from gateway import privacy
+
+    report = privacy.erase_account(app.engine, app.blobs, args.email, confirmed=args.yes)
+    if args.json:
+        _print_json(report.as_json())
+    elif report.already:
+        print(f"{report.email} is an erased account already; nothing to do")
+    else:
+        done = "is erased; the account is now" if report.erased else "would be erased; the account would be"
+        print(f"{report.email} {done} {report.placeholder} ('deleted user')")
+        _print_pairs((privacy.ERASURE_COUNTS[k], n) for k, n in report.counts.items())
+    if not report.erased:
+        error("nothing erased: repeat with --yes to erase (it cannot be undone)")
+        return EX_FAIL
+    return EX_OK
+
+
 def cmd_account_signup(app: App, args: argparse.Namespace) -> int:
     from gateway.signup import SignupError
 

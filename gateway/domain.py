@@ -190,3 +190,28 @@ def normalize_message_id(mid: str) -> str:
 # The start of the quarantine reason of an agent's mail the desk cannot
 # authenticate (``pipeline.stages``); ``gateway status`` counts them.
 AGENT_UNTRUSTED_REASON = "agent mail without trusted authentication"
+
+
+# -- erased accounts (GDPR Art. 17; ``gateway account erase``) -------------------
+
+# What is left of a person after erasure: the account row stays (their tickets,
+# comments and history point at it), under these words instead of a name.
+ERASED_NAME = "deleted user"
+# What an erased text (a comment, a description) is replaced by.
+ERASED_TEXT = "[erased]"
+
+
+def erased_address(account_id: int) -> str:
+    """The address an erased account keeps: unique (as the column must be),
+    undeliverable (``.invalid``, RFC 2606) and naming nobody."""
+    return f"deleted-user-{account_id}@invalid"
+
+
+def is_erased_address(addr: str | None) -> bool:
+    return addr is not None and addr.startswith("deleted-user-") and addr.endswith("@invalid")
+
+
+def shown_person(addr: str | None) -> str | None:
+    """An account's address as the command line and JSON show it: an
+    erased account is "deleted user", whoever it was."""
+    return ERASED_NAME if is_erased_address(addr) else addr

@@ -13,9 +13,9 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, delete, select
 from sqlmodel import Session
 
 from gateway.store.db import dialect_insert
@@ -43,6 +43,11 @@ class BlobStore(Protocol):
 
     def file_path(self, digest: str) -> str | None:
         """The file holding ``digest``'s bytes, or None (not a file)."""
+        ...
+
+    def delete(self, session: Session | Connection | None, digest: str) -> bool:
+        """Remove ``digest``'s bytes (erasure: the caller has made sure no
+        row refers to them any more); whether there were any."""
         ...
 
     def group(self) -> contextlib.AbstractContextManager[None]:
@@ -124,6 +129,16 @@ class FileBlobStore:
         except FileNotFoundError:
             raise KeyError(digest) from None
 
+    def delete(self, session: Session | Connection | None, digest: str) -> bool:
+        path = self.path_for(digest)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        # Erased means gone: the removal survives a crash like a put does.
+        _fsync_dir(path.parent)
+        return True
+
 
 def _fsync_dir(path: Path) -> None:
     dir_fd = os.open(path, os.O_RDONLY)
@@ -192,6 +207,13 @@ class DatabaseBlobStore:
         if data is None:
             raise KeyError(digest)
         return bytes(data)
+
+    def delete(self, session: Session | Connection | None, digest: str) -> bool:
+        if session is None:
+            raise ValueError("database blobs are deleted in a transaction")
+        table = Blob.__table__  # type: ignore[attr-defined]
+        result: Any = session.execute(delete(table).where(table.c.sha256 == digest))
+        return bool(result.rowcount)
 
     def file_path(self, digest: str) -> str | None:
         return None

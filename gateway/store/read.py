@@ -17,7 +17,7 @@ from sqlalchemy import CompoundSelect, Label, Select, case, func, union
 from sqlalchemy.orm import aliased, defer
 from sqlmodel import Session, col, select
 
-from gateway.domain import AGENT_UNTRUSTED_REASON, MailStatus, OutboxStatus, normalize_address
+from gateway.domain import AGENT_UNTRUSTED_REASON, MailStatus, OutboxStatus, normalize_address, shown_person
 from gateway.store import repo
 from gateway.store.models import (
     Account,
@@ -152,7 +152,7 @@ def ticket_json(session: Session, ticket: Ticket) -> JsonDict:
     ).all()
     comments = [
         {
-            "author": email,
+            "author": shown_person(email),
             "body": comment.body,
             "public": comment.public,
             "created_at": iso(comment.created_at),
@@ -167,10 +167,11 @@ def ticket_json(session: Session, ticket: Ticket) -> JsonDict:
     assignee = session.get(Account, ticket.assignee_id) if ticket.assignee_id else None
     return {
         **ticket_basics(ticket),
-        "reporter": reporter.email if reporter else None,
+        # An erased account is "deleted user" wherever a person is named.
+        "reporter": shown_person(reporter.email) if reporter else None,
         "organization": org.name if org else None,
-        "assignee": assignee.email if assignee else None,
-        "participants": list(participants),
+        "assignee": shown_person(assignee.email) if assignee else None,
+        "participants": [shown_person(p) for p in participants],
         "fields": dict(ticket.fields or {}),
         "message_id": ticket.message_id,
         "linked_key": ticket.linked_key,
@@ -198,16 +199,22 @@ def ticket_history(session: Session, ticket: Ticket) -> list[JsonDict]:
     return [
         {
             "at": iso(event.at),
-            "actor": email or "system",
+            "actor": shown_person(email) or "system",
             "action": event.action,
-            "from": event.from_value,
-            "to": event.to_value,
+            "from": _shown_value(event.from_value),
+            "to": _shown_value(event.to_value),
             "source": event.source,
             "mail_id": event.inbound_mail_id,
             "comment_id": event.comment_id,
         }
         for event, email in rows
     ]
+
+
+def _shown_value(value: Any) -> Any:
+    """A history value; an erased account's address (assigned, shared
+    with) is "deleted user"."""
+    return shown_person(value) if isinstance(value, str) else value
 
 
 TICKET_SORTS = ("key", "updated", "created", "priority")
@@ -270,9 +277,9 @@ def ticket_list(
             "status": ticket.status,
             "priority": ticket.priority,
             "request_type": ticket.request_type,
-            "reporter": email,
+            "reporter": shown_person(email),
             "organization": org_name,
-            "assignee": assignee_email,
+            "assignee": shown_person(assignee_email),
             "created_at": iso(ticket.created_at),
             "updated_at": iso(ticket.updated_at),
         }

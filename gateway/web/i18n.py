@@ -288,6 +288,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "agent.action.assignee": "Bearbeiter",
         "agent.action.shared": "geteilt",
         "agent.action.unshared": "Freigabe aufgehoben",
+        "agent.action.erased": "Daten einer gelöschten Person entfernt",
     },
     "en": {
         "lang.de": "Deutsch",
@@ -566,6 +567,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "agent.action.assignee": "assignee",
         "agent.action.shared": "shared",
         "agent.action.unshared": "unshared",
+        "agent.action.erased": "a deleted person's data erased",
     },
 }
 

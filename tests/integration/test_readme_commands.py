@@ -69,8 +69,14 @@ FIND = [
     'gateway account list --org "Bauwerk AG" --limit 50 --offset 50',
 ]
 
+GDPR = [
+    "gateway account export anna@bauwerk-ag.de --output anna-export.json",
+    "gateway account erase anna@bauwerk-ag.de",
+    "gateway account erase anna@bauwerk-ag.de --yes",
+]
+
 GUIDE = [*SETUP, INGEST, DB_UPGRADE, *SQLITE_BACKUP, *SQLITE_RESTORE, *PG_BACKUP, DB_UPGRADE,
-         *QUARANTINE, REPROCESS, *STATUS, METRICS, *FIND]
+         *QUARANTINE, REPROCESS, *STATUS, METRICS, *FIND, *GDPR]
 
 
 def guide_commands() -> list[str]:
@@ -246,3 +252,11 @@ def test_operator_guide_commands(tmp_path: Path, pg_cluster: PgCluster) -> None:
     for command in FIND:
         op.run(command)
     assert "anna@bauwerk-ag.de" in op.run(FIND[0]).stdout
+
+    # Erasure and export: Anna, who wrote SD-1 at the start.
+    op.run(GDPR[0])
+    export = json.loads((op.state / "anna-export.json").read_text(encoding="utf-8"))
+    assert [t["key"] for t in export["tickets"]] == ["SD-1"]
+    assert "would be erased" in op.run(GDPR[1], expect=1).stdout
+    assert "is erased" in op.run(GDPR[2]).stdout
+    assert op.gateway_json("ticket show SD-1")["reporter"] == "deleted user"  # type: ignore[index]
