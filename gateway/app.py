@@ -80,7 +80,9 @@ class App:
         current = schema.current_revision(self.engine)
         if current is not None and not schema.is_known(current):
             raise CommandError(
-                f"database schema revision {current} is newer than this gateway: install the newer version"
+                f"database schema revision {current} is newer than this gateway: another gateway on this "
+                "database was upgraded; install the same version here (several instances: stop all, back "
+                "up, install, `gateway db upgrade` once, start all; README 'Upgrading')"
             )
         where = self.settings.masked()["database"]["url"]
         if current is None and not create:

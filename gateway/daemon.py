@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gateway.daemon")
 
+METRICS_LEASE = "metrics:database"  # the instance that exports the database's gauges
 RECLAIM_EVERY = 60.0  # seconds between sweeps for rows of dead workers
 IDLE_POLL = 2.0  # seconds a worker sleeps when the spool looked empty
 RETRY_PAUSE = 2.0  # after temporary trouble (database down)
@@ -152,7 +153,7 @@ class Daemon:
         # --- ops: systemd notifications, metrics, SIGHUP reload
         self.config_path = config_path  # None: $GATEWAY_CONFIG, as at start
         self.notifier = Notifier()
-        self.metrics = Metrics(app.engine)
+        self.metrics = Metrics(app.engine, exporter=lambda: self.instance.try_lease(METRICS_LEASE))
         self.generation = 0  # bumped by every applied reload
         self._reload_lock = asyncio.Lock()
         self._ops_tasks: set[asyncio.Task[Any]] = set()

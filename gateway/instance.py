@@ -42,6 +42,8 @@ class Instance:
         self.name = settings.instance.name or default_name()
         self.lease_for = dt.timedelta(seconds=settings.instance.lease_seconds)
         self.every = settings.instance.lease_seconds / 3
+        self.blobs = settings.storage.blobs
+        self.shared_blobs = settings.storage.blobs == "database" or settings.storage.shared
         self._held: set[str] = set()
         self._valid_until = 0.0  # time.monotonic() until which our leases are surely ours
         self._task: asyncio.Task[None] | None = None
@@ -58,23 +60,24 @@ class Instance:
                     f"(pid {other['pid']} on {other['host']}, heartbeat "
                     f"{(now - _utc(other['heartbeat_at'])).total_seconds():.0f}s ago): give each its own name"
                 )
+            if not self.shared_blobs:
+                others = [i for i in instances.listing(conn, now, self.lease_for)
+                          if i["alive"] and i["name"] != self.name and not _gone_here(i)]
+                if others:
+                    other_one = f"{others[0]['name']} on {others[0]['host']}"
+                    raise CommandError(
+                        f"another gateway ({other_one}) runs on this database, "
+                        f"and [storage] blobs = {self.blobs!r} is a directory of this host: the others "
+                        "could not read its files. Set blobs = \"database\", or storage.shared = true if "
+                        "every instance mounts the same directory"
+                    )
             instances.register(conn, self.name, os.uname().nodename, os.getpid(), __version__, now)
         log.info("instance %s registered", self.name)
 
     def _alive(self, row: dict[str, object], now: dt.datetime) -> bool:
         beat = row["heartbeat_at"]
         assert isinstance(beat, dt.datetime)
-        if now - _utc(beat) > self.lease_for:
-            return False
-        pid = row["pid"]
-        if row["host"] == os.uname().nodename and isinstance(pid, int):
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return False  # a daemon on this host that was killed moments ago
-            except PermissionError:
-                return True
-        return True
+        return now - _utc(beat) <= self.lease_for and not _gone_here(row)
 
     async def start(self) -> None:
         await asyncio.to_thread(self.register)
@@ -145,6 +148,22 @@ class Instance:
             self._held.discard(lease)
         return ok
 
+    def try_lease(self, lease: str) -> bool:
+        """``acquire`` for a thread (a metrics scrape): whether ``lease`` is
+        ours, taking it when free. Held already: no database call."""
+        if self.holds(lease):
+            return True
+        started = time.monotonic()
+        try:
+            ok = self._acquire(lease)
+        except Exception as exc:  # noqa: BLE001 - cannot tell: not ours
+            log.warning("instance %s: cannot take lease %s: %s", self.name, lease, exc)
+            return False
+        if ok:
+            self._held = self._held | {lease}  # a new set: the heartbeat's thread may swap it
+            self._valid_until = max(self._valid_until, started + self.lease_for.total_seconds() - MARGIN)
+        return ok
+
     def _acquire(self, lease: str) -> bool:
         with connection(self.engine) as conn:
             return instances.acquire(conn, lease, self.name, utcnow(), self.lease_for)
@@ -156,6 +175,21 @@ class Instance:
     def holder(self, lease: str) -> str | None:
         with read_connection(self.engine) as conn:
             return instances.holder(conn, lease, utcnow())
+
+
+def _gone_here(row: dict[str, object]) -> bool:
+    """An instance of this host whose process no longer exists (killed
+    moments ago: its heartbeat is still fresh)."""
+    pid = row["pid"]
+    if row["host"] != os.uname().nodename or not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def _utc(value: dt.datetime) -> dt.datetime:

@@ -13,6 +13,9 @@ Two kinds, chosen by where the truth lives:
   last success and error. Every process and every host that shares the
   database sees the same numbers, a restart loses nothing, and the numbers
   agree with ``gateway status`` because they come from the same query.
+  With several instances on one database, one of them (the holder of the
+  ``metrics:database`` lease) exports these; the others say
+  ``gateway_database_gauges_exporter 0``.
 
 Mail by status is a gauge, not a counter: a reprocessed quarantined mail
 leaves ``quarantined``, so that count can fall.
@@ -23,7 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
@@ -48,8 +51,12 @@ class DatabaseCollector(Collector):
     """Gauges computed from the database when Prometheus scrapes (in the
     HTTP server's thread, never on the event loop)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, exporter: Callable[[], bool] | None = None) -> None:
         self.engine = engine
+        # Several instances on one database: only the one ``exporter`` says
+        # yes to exports the database's gauges, so a dashboard that sums the
+        # instances does not count the spool two or three times.
+        self.exporter = exporter
 
     def describe(self) -> Iterable[Any]:
         # Registering must not query the database (it may be down at start).
@@ -67,7 +74,15 @@ class DatabaseCollector(Collector):
             return
         up.add_metric([], 1)
         yield up
-        yield from self._families(status)
+        exports = self.exporter is None or self.exporter()
+        exporter = GaugeMetricFamily(
+            "gateway_database_gauges_exporter",
+            "1 when this instance exports the database's gauges (one instance among those sharing it)",
+        )
+        exporter.add_metric([], 1 if exports else 0)
+        yield exporter
+        if exports:
+            yield from self._families(status)
 
     def _families(self, status: dict[str, Any]) -> Iterator[GaugeMetricFamily]:
         spool = status["spool"]
@@ -130,7 +145,7 @@ class Metrics:
     """The daemon's registry (its own, not the process-global one, so two
     daemons in one test process do not collide) and its HTTP endpoint."""
 
-    def __init__(self, engine: Engine | None = None) -> None:
+    def __init__(self, engine: Engine | None = None, exporter: Callable[[], bool] | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.smtp = Counter(
             "gateway_smtp_messages",
@@ -145,7 +160,7 @@ class Metrics:
             registry=self.registry,
         )
         if engine is not None:
-            self.registry.register(DatabaseCollector(engine))
+            self.registry.register(DatabaseCollector(engine, exporter))
         self._server: Any = None
         self._thread: threading.Thread | None = None
 

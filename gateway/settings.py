@@ -134,6 +134,10 @@ class DatabaseSettings(_Section):
 
 class StorageSettings(_Section):
     blobs: str = "var/blobs"  # a directory, or "database"
+    # The blob directory is the same for every instance on the database (a
+    # shared filesystem). Without it, a second instance with a directory
+    # refuses to start: its files would be missing on the others.
+    shared: bool = False
     # Files the gateway keeps for itself (the generated secret key).
     state_dir: str = "var"
     # Messages up to this size wait in the spool inside their database row
@@ -443,6 +447,11 @@ class Settings(BaseSettings):
             found.append("[security] agent_domains is set but nothing is trusted to authenticate agents' "
                          "mail (security.trusted_authserv_id, or a trusted [smtp] listener or [[imap]] "
                          "mailbox): agents' mail replies are not taken as agents'")
+        if (self.database.url.startswith("postgresql") and self.storage.blobs != "database"
+                and not self.storage.shared):
+            found.append("[storage] blobs is a directory of this host: fine for one gateway; with several "
+                         "on this database set blobs = \"database\" (or storage.shared = true on a shared "
+                         "filesystem), or the second refuses to start")
         return found
 
     def masked(self) -> dict[str, Any]:

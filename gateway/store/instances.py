@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, case, delete, or_, select, update
+from sqlalchemy import BindParameter, Connection, bindparam, case, delete, or_, select, update
 
 from gateway.store.db import dialect_insert
 from gateway.store.models import GatewayInstance, Lease
@@ -124,10 +124,13 @@ def dead_instances(conn: Connection, now: dt.datetime, lease_for: dt.timedelta) 
 
 
 def forget(conn: Connection, names: list[str]) -> None:
-    """Remove dead instances' rows (their work was taken over)."""
+    """Remove dead instances' rows and their (expired) leases: their work
+    was taken over."""
     if names:
-        conn.execute(delete(INSTANCE).where(INSTANCE.c.name.in_(bindparam("b_names", expanding=True))),
-                     {"b_names": names})
+        params = {"b_names": names}
+        named: BindParameter[str] = bindparam("b_names", expanding=True)
+        conn.execute(delete(LEASE).where(LEASE.c.holder.in_(named)), params)
+        conn.execute(delete(INSTANCE).where(INSTANCE.c.name.in_(named)), params)
 
 
 def _iso(value: dt.datetime | None) -> str | None:

@@ -344,6 +344,17 @@ class GatewayInstance(SQLModel, table=True):
     heartbeat_at: dt.datetime = Field(sa_type=DateTime(timezone=True))
 
 
+class SharedSecret(SQLModel, table=True):
+    """Keys every instance must agree on (the portal's signing key when
+    ``security.secret_key`` is not configured): the first instance's
+    generated key, which the others adopt."""
+
+    __tablename__ = "shared_secret"
+
+    name: str = Field(primary_key=True, max_length=50)
+    value: str = Field(max_length=200)
+
+
 class Lease(SQLModel, table=True):
     """Work that one instance at a time may do (an IMAP mailbox's poller):
     held by ``holder`` until ``expires_at``, which the holder's heartbeat

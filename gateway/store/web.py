@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from gateway.store.db import dialect_insert
-from gateway.store.models import RateLimit, WebSession, utcnow
+from gateway.store.models import RateLimit, SharedSecret, WebSession, utcnow
 from gateway.store.repo import ACCOUNT, ACCOUNT_COLS, AccountRow
 
 SESSION = WebSession.__table__  # type: ignore[attr-defined]
@@ -119,3 +119,15 @@ def password_hash(conn: Connection, account_id: int) -> str | None:
 def update_profile(conn: Connection, account_id: int, **values: object) -> None:
     """Set ``name``, ``locale`` and/or ``password_hash`` of an account."""
     conn.execute(_SET_ACCOUNT, {"b_id": account_id, **values})
+
+
+SECRET = SharedSecret.__table__  # type: ignore[attr-defined]
+
+
+def shared_secret(conn: Connection, name: str, candidate: str) -> str:
+    """The secret ``name`` all instances use: the one stored, or else
+    ``candidate``, stored now (a concurrent first start loses quietly and
+    reads the winner's)."""
+    ins = dialect_insert(conn.dialect.name, SECRET).values(name=name, value=candidate)
+    conn.execute(ins.on_conflict_do_nothing(index_elements=["name"]))
+    return str(conn.execute(select(SECRET.c.value).where(SECRET.c.name == name)).scalar_one())

@@ -74,7 +74,8 @@ class Portal:
     def __init__(self, settings: Settings, engine: Engine) -> None:
         self.settings = settings
         self.engine = engine
-        self.csrf = Csrf(secret_key(settings))
+        # Shared through the database: a form from one instance posts to another.
+        self.csrf = Csrf(secret_key(settings, engine))
         self.secure_cookies = settings.desk.portal_url.startswith("https://")
         # The desk's operations, as the mail pipeline and the CLI call them.
         self.desk = Desk(settings, make_blob_store(settings.storage.blobs))

@@ -12,10 +12,13 @@ import os
 import secrets
 from pathlib import Path
 
+from sqlalchemy import Engine
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.settings import Settings
+from gateway.store import web
+from gateway.store.db import connection
 
 SECRET_FILE = "secret_key"
 
@@ -32,12 +35,23 @@ HEADERS = [
 ]
 
 
-def secret_key(settings: Settings) -> bytes:
-    """``security.secret_key``, or the one in the state directory, made on
-    first start (0600, written atomically so that two processes starting at
-    once end up with the same key)."""
+def secret_key(settings: Settings, engine: Engine | None = None) -> bytes:
+    """``security.secret_key``; else, with ``engine``, the key all
+    instances on the database share (the first one's, see
+    ``store.web.shared_secret``); else the one in the state directory."""
     if settings.security.secret_key:
         return settings.security.secret_key.encode("utf-8")
+    local = _state_dir_key(settings)
+    if engine is None:
+        return local
+    with connection(engine) as conn:
+        return web.shared_secret(conn, "web", local.decode("utf-8")).encode("utf-8")
+
+
+def _state_dir_key(settings: Settings) -> bytes:
+    """The key in the state directory, made on first start (0600, written
+    atomically so that two processes starting at once end up with the same
+    key)."""
     path = Path(settings.storage.state_dir) / SECRET_FILE
     try:
         return path.read_bytes().strip()

@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime as dt
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +19,7 @@ from typing import Any
 
 import pytest
 from dovecot import USER, Dovecot, DovecotError
+from netutil import free_port
 from privileges import require_root, require_tool
 from sqlalchemy import create_engine, text
 
@@ -154,6 +157,26 @@ def test_a_dead_instances_claims_come_back_and_a_live_ones_stay(app: App) -> Non
     assert [states[i] for i in ids] == ["processing", "queued", "queued", "queued", "queued"]
 
 
+def test_a_second_instance_with_blobs_in_a_local_directory_is_refused(app: App, tmp_path: Path) -> None:
+    """Its files would be missing on the other hosts: refused, unless the
+    operator says the directory is shared; "database" always works."""
+    with connection(app.engine) as conn:
+        instances.register(conn, "mail-1", "host-1", 1, "0.1.0", dt.datetime.now(dt.UTC))
+
+    def second(**storage: object) -> Instance:
+        settings = app.settings.model_copy(update={
+            "instance": app.settings.instance.model_copy(update={"name": "mail-2"}),
+            "storage": app.settings.storage.model_copy(update=storage),
+        })
+        return Instance(settings, app.engine)
+
+    with pytest.raises(CommandError, match=r"another gateway \(mail-1 on host-1\) runs on this database, "
+                                           r"and \[storage\] blobs = '/srv/blobs' is a directory"):
+        second(blobs="/srv/blobs").register()
+    second(blobs="/srv/blobs", shared=True).register()
+    second(blobs="database").register()
+
+
 # -- two daemons, one PostgreSQL, one mailbox ------------------------------------
 
 
@@ -180,6 +203,22 @@ def message(n: int) -> bytes:
     ).encode()
 
 
+def scrape(port: int) -> dict[str, float]:
+    """``name{label=value,…}`` -> value of the daemon's /metrics."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+        families = text_string_to_metric_families(reply.read().decode())
+        out = {}
+        for family in families:
+            for sample in family.samples:
+                labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+                out[sample.name + (f"{{{labels}}}" if labels else "")] = sample.value
+        return out
+
+
 def test_two_daemons_poll_one_mailbox_one_at_a_time(
     pg_cluster: PgCluster, dovecot: Dovecot, tmp_path: Path
 ) -> None:
@@ -203,9 +242,6 @@ def test_two_daemons_poll_one_mailbox_one_at_a_time(
         daemons.append(gw)
     try:
         # The schema first (PostgreSQL is never migrated by `serve`).
-        import subprocess
-        import sys
-
         subprocess.run([sys.executable, "-m", "gateway", "db", "upgrade"], check=True,
                        env={**daemons[0].env}, cwd=daemons[0].state, capture_output=True)
         dovecot.append([message(n) for n in range(150)])
@@ -229,6 +265,11 @@ def test_two_daemons_poll_one_mailbox_one_at_a_time(
         assert count("SELECT count(*) FROM ticket") == 150
         assert dovecot.messages("INBOX") == []
         assert len(dovecot.messages("Processed")) == 150
+        # One instance exports the database's gauges; a sum over both is the truth.
+        scraped = [scrape(gw.metrics_port) for gw in daemons]
+        assert sorted(m.get("gateway_database_gauges_exporter") for m in scraped) == [0.0, 1.0]
+        assert sum(m.get("gateway_inbound_mails{status=done}", 0.0) for m in scraped) == 150
+        assert all(m.get("gateway_database_up") == 1.0 for m in scraped)
         with engine.connect() as conn:
             holders = list(conn.execute(text("SELECT holder FROM lease WHERE name LIKE 'imap:%'")).scalars())
         assert len(holders) == 1
@@ -261,5 +302,73 @@ def test_two_daemons_poll_one_mailbox_one_at_a_time(
             assert list(conn.execute(text("SELECT name FROM lease")).scalars()) == []
     finally:
         for gw in daemons:
+            gw.kill()
+        engine.dispose()
+
+
+# -- the portal across instances ------------------------------------------------
+
+
+def test_a_visitor_signs_in_on_one_instance_and_goes_on_on_another(
+    pg_cluster: PgCluster, tmp_path: Path
+) -> None:
+    """Behind a load balancer the next request may reach another instance:
+    the sign-in form from one is accepted by the other (the signing key is
+    shared through the database, though each has its own state directory),
+    and the session works on both; signing out on one ends it on both."""
+    import re
+
+    import httpx
+    from sqlalchemy import update
+
+    from gateway.signup import hash_password
+    from gateway.store import repo
+    from gateway.store.repo import ACCOUNT
+
+    url = pg_cluster.create_database()
+    engine = create_engine(url)
+    daemons = []
+    try:
+        for name in ("web-a", "web-b"):
+            state = tmp_path / name
+            state.mkdir()
+            port = free_port()
+            gw = GatewayProcess(
+                state, database={"url": url}, storage={"blobs": "database", "state_dir": str(state / "var")},
+                instance={"name": name}, web={"listen": f"127.0.0.1:{port}", "processes": 1},
+                desk={"portal_url": f"http://127.0.0.1:{port}"},
+            )
+            daemons.append((gw, f"http://127.0.0.1:{port}"))
+        subprocess.run([sys.executable, "-m", "gateway", "db", "upgrade"], check=True,
+                       env=daemons[0][0].env, cwd=daemons[0][0].state, capture_output=True)
+        with engine.begin() as conn:
+            account = repo.insert_account(conn, "anna@bauwerk-ag.de", "Anna", "customer", None, "de")
+            conn.execute(update(ACCOUNT).where(ACCOUNT.c.id == account.id).values(
+                state="active", password_hash=hash_password("ein langes Passwort")))
+        for gw, _ in daemons:
+            gw.start()
+            gw.wait_for_log("web listening on")
+        (a, url_a), (b, url_b) = daemons
+        keys = [(gw.state / "var" / "secret_key").read_bytes() for gw, _ in daemons]
+        assert keys[0] != keys[1]  # each made its own; the database's is the one used
+
+        token = re.compile(r'name="csrf_token" value="([^"]+)"')
+        with httpx.Client(timeout=10) as browser:
+            form = browser.get(url_a + "/login")
+            signed_in = browser.post(url_b + "/login", data={
+                "csrf_token": token.search(form.text).group(1),  # type: ignore[union-attr]
+                "email": "anna@bauwerk-ag.de", "password": "ein langes Passwort", "next": "/requests"})
+            assert signed_in.status_code == 303, signed_in.text[:300]
+            assert signed_in.headers["location"] == "/requests"
+            for base in (url_a, url_b):
+                page = browser.get(base + "/requests")
+                assert page.status_code == 200 and "Anfragen" in page.text
+            signed_out = browser.post(url_a + "/logout", data={
+                "csrf_token": token.search(page.text).group(1)})  # type: ignore[union-attr]
+            assert signed_out.status_code == 303
+            after = browser.get(url_b + "/requests")
+            assert after.status_code == 303 and "/login" in after.headers["location"]
+    finally:
+        for gw, _ in daemons:
             gw.kill()
         engine.dispose()

@@ -1,5 +1,6 @@
-"""the registry of running instances and the leases of work one instance
-at a time may do (several gateways on one PostgreSQL)
+"""the registry of running instances, the leases of work one instance at
+a time may do, and the secrets they share (several gateways on one
+PostgreSQL)
 
 Revision ID: 0007
 Revises: 0006
@@ -38,8 +39,15 @@ def upgrade() -> None:
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("name"),
     )
+    op.create_table(
+        "shared_secret",
+        sa.Column("name", sa.String(length=50), nullable=False),
+        sa.Column("value", sa.String(length=200), nullable=False),
+        sa.PrimaryKeyConstraint("name"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("shared_secret")
     op.drop_table("lease")
     op.drop_table("gateway_instance")
