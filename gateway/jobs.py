@@ -1,7 +1,7 @@
 """Scheduled work of ``gateway serve`` on APScheduler's AsyncIOScheduler: one
 IMAP poll job per ``[[imap]]`` mailbox (or a long-running IDLE task where
-the mailbox asks for IDLE and the server offers it), and housekeeping of the
-portal's tables. The spool's
+the mailbox asks for IDLE and the server offers it), housekeeping of the
+portal's tables, and retention (daily). The spool's
 ``reclaim_stale`` sweep is the daemon's own loop. Every job runs on the daemon's event loop; the
 blocking parts (database) run in threads inside the jobs."""
 
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from gateway import retention
 from gateway.ingress.imap import Poller
 
 if TYPE_CHECKING:
@@ -124,3 +125,33 @@ def start_housekeeping(app: Services, scheduler: AsyncIOScheduler) -> None:
 
     scheduler.add_job(prune, "interval", minutes=HOUSEKEEPING_MINUTES, id="housekeeping", name="housekeeping",
                       replace_existing=True)
+
+
+RETENTION_HOURS = 24
+# The first run comes this soon after the start (a daemon restarted more
+# often than daily still runs it), once the listener and workers are up.
+RETENTION_FIRST_DELAY = dt.timedelta(seconds=5)
+
+
+def start_retention(
+    app: Services, scheduler: AsyncIOScheduler, on_result: Callable[[retention.Result], None] | None = None
+) -> None:
+    """Daily, and once shortly after the start: remove the mail bytes
+    ``[retention]`` no longer keeps (``gateway.retention``), one line in the
+    log per run. Instances that share a PostgreSQL database take turns (the
+    one that finds another running leaves the database to it). The
+    settings are read at each run: a reload (SIGHUP) applies to the next.
+    ``on_result`` sees each run's Result (the metrics)."""
+
+    async def sweep() -> None:
+        try:
+            result = await asyncio.to_thread(retention.run, app.engine, app.blobs, app.settings)
+        except Exception as exc:  # noqa: BLE001 - the next run tries again
+            log.warning("retention: %s", exc)
+            return
+        log.info("%s", result.summary())
+        if on_result is not None:
+            on_result(result)
+
+    scheduler.add_job(sweep, "interval", hours=RETENTION_HOURS, id="retention", name="retention",
+                      next_run_time=dt.datetime.now(dt.UTC) + RETENTION_FIRST_DELAY, replace_existing=True)
