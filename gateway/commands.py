@@ -510,8 +510,14 @@ def cmd_mail_show(app: App, args: argparse.Namespace) -> int:
         if not args.raw:
             data = read.mail_detail(session, mail)
     if args.raw:
+        from gateway.retention import removed_note
+        from gateway.store.spool import RawMailRemoved
+
         try:
             raw = app.spool.read_raw(args.id)  # queued: still in its row
+        except RawMailRemoved as gone:
+            note = removed_note(gone.processed_at, gone.removed_at)
+            raise CommandError(f"the raw message of mail {args.id} was {note}") from None
         except KeyError:
             raise CommandError(f"raw bytes of mail {args.id} are missing from the blob store") from None
         sys.stdout.flush()
@@ -520,8 +526,20 @@ def cmd_mail_show(app: App, args: argparse.Namespace) -> int:
     elif args.json:
         _print_json(data)
     else:
-        _print_pairs(data.items())
+        _print_pairs(_with_raw_note(data).items())
     return EX_OK
+
+
+def _with_raw_note(data: dict[str, Any]) -> dict[str, Any]:
+    """``mail show``'s pairs, saying in words when retention removed the raw message."""
+    removed = data.get("raw_removed_at")
+    if not removed:
+        return data
+    from gateway.retention import removed_note
+
+    processed = data.get("processed_at")
+    return {**data, "raw_removed_at": removed_note(
+        dt.datetime.fromisoformat(processed) if processed else None, dt.datetime.fromisoformat(removed))}
 
 
 def cmd_mail_reprocess(app: App, args: argparse.Namespace) -> int:
