@@ -593,6 +593,21 @@ def cmd_outbox_flush(app: App, args: argparse.Namespace) -> int:
     return EX_OK
 
 
+def cmd_retention_run(app: App, args: argparse.Namespace) -> int:
+    """``gateway retention run``: what the daemon's daily job does, now."""
+    from gateway import retention
+
+    result = retention.run(app.engine, app.blobs, app.settings, dry_run=args.dry_run)
+    if args.json:
+        import dataclasses
+
+        _print_json(dataclasses.asdict(result))
+    else:
+        print(result.summary())
+    # Another instance holds the lock: try again later, as with a busy database.
+    return EX_TEMPFAIL if result.skipped else EX_OK
+
+
 def cmd_account_unbounce(app: App, args: argparse.Namespace) -> int:
     from gateway.domain import normalize_address
     from gateway.store import repo
