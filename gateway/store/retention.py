@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -183,7 +184,8 @@ def remove_raw(
                 # Checked after this batch's mails are marked: their own
                 # references no longer count, every other mail's do.
                 unused = set(digests) - _still_used(conn, digests)
-                aside = blobs.set_aside(sorted(unused), (now - WANTED_WINDOW).timestamp())
+                # Real time, not ``now`` (the age cutoff's): this is about puts happening now.
+                aside = blobs.set_aside(sorted(unused), time.time() - WANTED_WINDOW.total_seconds())
                 kept = aside.wanted
                 if kept:
                     conn.execute(_UNMARK_RAW, {"b_ids": [r.id for r in rows if r.raw_sha256 in kept]})
