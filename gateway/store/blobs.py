@@ -192,7 +192,16 @@ class SetAside:
         for moved, _ in self.moved.values():
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(moved)
-        for parent in {moved.parent for moved, _ in self.moved.values()}:
+        parents = {moved.parent for moved, _ in self.moved.values()}
+        if _syncfs is not None and len(parents) > SYNCFS_THRESHOLD:
+            # One syncfs for a batch spread over many of the 256 directories.
+            fd = os.open(next(iter(parents)).parent, os.O_RDONLY)
+            try:
+                synced = _syncfs(fd) == 0
+            finally:
+                os.close(fd)
+            parents = set() if synced else parents
+        for parent in parents:
             _fsync_dir(parent)
         count = len(self.moved)
         self.moved.clear()

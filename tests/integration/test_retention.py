@@ -223,6 +223,19 @@ def test_old_processed_mail_loses_its_raw_bytes_and_keeps_its_log_entry(
     assert app.spool.read_raw(recent)
 
 
+def test_many_mails_in_small_batches(app: App) -> None:
+    """Batches go on where the last one ended, also past mail whose bytes
+    stay (a put wanted them), until every due mail is done."""
+    ids = spool(app, *(mail(n) for n in range(1, 21)))
+    age(app, ids)
+    assert isinstance(app.blobs, FileBlobStore)
+    app.blobs.put(None, mail(3))  # wanted again just now: stays, its batch goes on
+    result = run(app, batch=7)
+    assert result.raw_mails == 19
+    assert [i for i in ids if mail_row(app, i).raw_removed_at is None] == [ids[2]]
+    assert not list(Path(app.settings.storage.blobs).glob("*/.expire-*"))
+
+
 def test_bytes_other_mail_or_an_attachment_still_needs_stay(app: App) -> None:
     first, copy = spool(app, mail(1), mail(1))  # the same message twice: the copy is ignored
     assert mail_row(app, first).raw_sha256 == mail_row(app, copy).raw_sha256
