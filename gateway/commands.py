@@ -210,8 +210,11 @@ def cmd_status(app: App, args: argparse.Namespace) -> int:
         state = "running" if inst["alive"] else "NO HEARTBEAT"
         text = (f"{state}; pid {inst['pid']} on {inst['host']}, started {_since(inst['started_at'], now)}, "
                 f"heartbeat {_since(inst['heartbeat_at'], now)}")
-        if inst["leases"]:
-            text += "; polls " + ", ".join(lease.removeprefix("imap:") for lease in inst["leases"])
+        polls = [lease.removeprefix("imap:") for lease in inst["leases"] if lease.startswith("imap:")]
+        if polls:
+            text += "; polls " + ", ".join(polls)
+        if "retention" in inst["leases"]:  # jobs.RETENTION_LEASE
+            text += "; does retention"
         pairs.append((f"instance {inst['name']}", text))
     _print_pairs(pairs)
     return EX_OK

@@ -233,7 +233,7 @@ class Daemon:
             pollers = await jobs.start_imap(self.app, scheduler, on_commit=self._on_commit,
                                             instance=self.instance)
             jobs.start_housekeeping(self.app, scheduler)
-            jobs.start_retention(self.app, scheduler, on_result=self._count_retention)
+            jobs.start_retention(self.app, scheduler, on_result=self._count_retention, instance=self.instance)
             # --- end IMAP
             # --- outbox sender: delivers what notify queued; ends between
             # two mails once stopping is set.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -133,19 +134,37 @@ RETENTION_HOURS = 24
 RETENTION_FIRST_DELAY = dt.timedelta(seconds=5)
 
 
+RETENTION_LEASE = "retention"  # the instance holding it does the database's part
+
+
+async def retention_turn(app: Services, instance: Instance | None) -> retention.Result:
+    """One retention run. Among instances on one database, the holder of
+    the ``retention`` lease (it keeps it while its heartbeat goes on) does
+    the database's part, so the daily run happens once, not once per
+    instance; every instance sweeps its own Maildir. The run itself also
+    takes retention's database lock: a ``gateway retention run`` by hand
+    never overlaps it."""
+    ours = instance is None or await instance.acquire(RETENTION_LEASE)
+    return await asyncio.to_thread(
+        functools.partial(retention.run, app.engine, app.blobs, app.settings, database=ours)
+    )
+
+
 def start_retention(
-    app: Services, scheduler: AsyncIOScheduler, on_result: Callable[[retention.Result], None] | None = None
+    app: Services,
+    scheduler: AsyncIOScheduler,
+    on_result: Callable[[retention.Result], None] | None = None,
+    instance: Instance | None = None,
 ) -> None:
     """Daily, and once shortly after the start: remove the mail bytes
-    ``[retention]`` no longer keeps (``gateway.retention``), one line in the
-    log per run. Instances that share a PostgreSQL database take turns (the
-    one that finds another running leaves the database to it). The
+    ``[retention]`` no longer keeps (``gateway.retention``; ``retention_turn``
+    says which instance does what), one line in the log per run. The
     settings are read at each run: a reload (SIGHUP) applies to the next.
     ``on_result`` sees each run's Result (the metrics)."""
 
     async def sweep() -> None:
         try:
-            result = await asyncio.to_thread(retention.run, app.engine, app.blobs, app.settings)
+            result = await retention_turn(app, instance)
         except Exception as exc:  # noqa: BLE001 - the next run tries again
             log.warning("retention: %s", exc)
             return

@@ -14,12 +14,13 @@ with ``gateway retention run``.
   matching late bounces; it can no longer be sent again), and its copy in
   ``outbound.maildir`` when the Maildir is the transport.
 
-The database part runs on one instance at a time (a PostgreSQL advisory
-lock); the Maildir is each instance's own directory, so every instance
-sweeps it."""
+The database's part runs on one instance at a time (a PostgreSQL advisory
+lock; among daemons, the holder of the ``retention`` lease: ``jobs``); the
+Maildir is each instance's own directory, so every instance sweeps it."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -53,7 +54,7 @@ class Result:
     outbox_bodies: int = 0
     maildir_copies: int | None = None  # None: not swept (the Maildir is not the transport)
     dry_run: bool = False
-    skipped: bool = False  # another instance holds the lock: the database part did not run
+    skipped: bool = False  # another instance does the database's part (its lease, or its run under way)
 
     def summary(self) -> str:
         """The run's log line (and the command's output)."""
@@ -62,8 +63,8 @@ class Result:
         swept = self.maildir_copies is not None
         copies = f"{self.maildir_copies} sent copies in the Maildir" if swept else ""
         if self.skipped:
-            return f"{head}: another instance is running it; the database is left to it" + (
-                f"; {verb} {copies}" if copies else "")
+            text = f"{head}: another instance takes care of the database"
+            return text + (f"; {verb} {copies}" if copies else "")
         removed, kept = [], []
         for count, what, days, key in (
             (self.raw_mails, "raw mails", self.raw_mail_days, "raw_mail_days"),
@@ -87,9 +88,11 @@ class Result:
 
 def run(
     engine: Engine, blobs: BlobStore, settings: Settings, *, now: dt.datetime | None = None,
-    dry_run: bool = False, batch: int = BATCH,
+    dry_run: bool = False, batch: int = BATCH, database: bool = True,
 ) -> Result:
-    """Remove (``dry_run``: count) what is due at ``now``; the Result."""
+    """Remove (``dry_run``: count) what is due at ``now``; the Result.
+    ``database`` False: only this instance's Maildir (another instance
+    does the database's part)."""
     now = now or utcnow()
     cfg = settings.retention
     copies = None
@@ -97,7 +100,7 @@ def run(
         maildir = Path(settings.outbound.maildir).expanduser()
         copies = expire_maildir(maildir, now - cfg.outbox_days * DAY, dry_run)
     raw = quarantined = bodies = 0
-    with store.exclusive(engine) as mine:
+    with store.exclusive(engine) if database else contextlib.nullcontext(False) as mine:
         if mine and cfg.raw_mail_days:
             raw = _raw(engine, blobs, PROCESSED, now - cfg.raw_mail_days * DAY, now, dry_run, batch)
         if mine and cfg.quarantine_days:

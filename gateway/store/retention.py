@@ -47,6 +47,7 @@ BLOB = Blob.__table__  # type: ignore[attr-defined]
 # -- statements ---------------------------------------------------------------
 _KEPT_RAW = (
     MAIL.c.raw_removed_at.is_(None),
+    MAIL.c.raw_sha256 != "",  # erased (``store/erasure.py``): no bytes left to remove
     MAIL.c.processed_at < bindparam("b_before"),
     MAIL.c.status.in_(bindparam("b_statuses", expanding=True)),
 )

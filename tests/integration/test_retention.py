@@ -11,6 +11,7 @@ metrics."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import json
@@ -34,11 +35,12 @@ from test_portal_http import (
 )
 from test_portal_requests import ANNA, SAM, browser, build
 
-from gateway import cli, retention
+from gateway import cli, jobs, retention
 from gateway.app import App
 from gateway.settings import (
     ConfigError,
     DatabaseSettings,
+    InstanceSettings,
     OutboundSettings,
     RetentionSettings,
     Settings,
@@ -102,8 +104,8 @@ def age(app: App, ids: list[int], by: dt.timedelta = DAYS_AGO_100, table: Any = 
             conn.execute(update(table).where(table.c.id == row.id).values(**values))
         if table is MAIL and isinstance(app.blobs, FileBlobStore):
             for (digest,) in conn.execute(select(MAIL.c.raw_sha256).where(MAIL.c.id.in_(ids))):
-                path = app.blobs.path_for(digest)
-                if path.exists():
+                path = app.blobs.path_for(digest) if digest else None  # "": erased
+                if path is not None and path.exists():
                     then = path.stat().st_mtime - by.total_seconds()
                     os.utime(path, (then, then))
 
@@ -412,8 +414,8 @@ def test_one_instance_at_a_time(app: App, config: str, capsys: pytest.CaptureFix
             # Another instance (here: another connection) finds it taken and leaves the database alone.
             result = run(app)
             assert result.skipped and result.raw_mails == 0
-            assert result.summary() == ("retention: another instance is running it; the database is left to "
-                                        "it; removed 0 sent copies in the Maildir")
+            assert result.summary() == ("retention: another instance takes care of the database; "
+                                        "removed 0 sent copies in the Maildir")
             assert mail_row(app, old).raw_removed_at is None
             code, out, _ = gateway(config, capsys, "retention", "run", "--json")
             assert code == 75 and json.loads(out)["skipped"] is True
@@ -422,6 +424,50 @@ def test_one_instance_at_a_time(app: App, config: str, capsys: pytest.CaptureFix
     assert json.loads(out) == {"raw_mail_days": 90, "quarantine_days": 0, "outbox_days": 30, "raw_mails": 1,
                                "quarantined": 0, "outbox_bodies": 0, "maildir_copies": 0, "dry_run": False,
                                "skipped": False}
+
+
+def test_among_daemons_the_lease_holder_does_the_database(
+    settings: Settings, db_url: str, clean_env: None
+) -> None:
+    """Two daemons on one database: the one holding the ``retention`` lease
+    does the database's part (each day, the same one), the other only its
+    own Maildir."""
+    from gateway.instance import Instance
+
+    app = App(settings)
+    app.db_upgrade()
+    try:
+        (old,) = spool(app, mail(1))
+        age(app, [old])
+        first, second = (Instance(settings.model_copy(update={"instance": InstanceSettings(name=name)}),
+                                  app.engine) for name in ("gw-a", "gw-b"))
+        first.register()
+        second.register()
+        done = asyncio.run(jobs.retention_turn(app, first))
+        assert (done.skipped, done.raw_mails) == (False, 1)
+        other = asyncio.run(jobs.retention_turn(app, second))
+        assert other.skipped and other.maildir_copies == 0
+        assert other.summary() == ("retention: another instance takes care of the database; "
+                                   "removed 0 sent copies in the Maildir")
+        assert asyncio.run(jobs.retention_turn(app, first)).skipped is False  # the next day: the same one
+    finally:
+        app.engine.dispose()
+
+
+def test_erasure_after_retention(app: App, config: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """An erasure after retention takes the copy retention left and the
+    bytes; erased mail (its digest gone) is no work for retention."""
+    first, copy = spool(app, mail(1), mail(1))
+    age(app, [first])
+    assert run(app).raw_mails == 1
+    digest = sha256_hex(mail(1))
+    assert blob_exists(app, digest)  # the copy still needs them
+    code, _, err = gateway(config, capsys, "account", "erase", "anna@bauwerk-ag.de", "--yes")
+    assert code == 0, err
+    assert not blob_exists(app, digest)
+    age(app, [copy])
+    assert run(app).raw_mails == 0
+    assert mail_row(app, copy).raw_sha256 == "" and mail_row(app, copy).raw_removed_at is None
 
 
 def test_settings_are_checked(tmp_path: Path, clean_env: None) -> None:
