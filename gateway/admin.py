@@ -91,5 +91,9 @@ def retry_outbox(session: Session, outbound_id: int) -> OutboundMail:
     if out.status == OutboxStatus.bounced.value:
         # The recipient's server said the address does not take mail.
         raise AdminError(f"outbound mail {outbound_id} bounced; it is not sent again")
+    if out.body_removed_at is not None:
+        # What it was rendered from is gone: a mail sent now would be another one.
+        raise AdminError(f"outbound mail {outbound_id} cannot be sent again: retention removed its content "
+                         f"on {out.body_removed_at:%Y-%m-%d} ([retention] outbox_days)")
     outbox_retry.requeue(session, out)
     return out

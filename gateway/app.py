@@ -114,13 +114,16 @@ class App:
     def reprocess(self, mail_ids: Sequence[int]) -> list[tuple[int, str]]:
         """Queue the given inbound mails again and process them; returns
         (id, new disposition) pairs. A mail that already had its effect
-        (``done``) is left alone: reprocessing it would apply it twice."""
+        (``done``) is left alone: reprocessing it would apply it twice; so is
+        one whose raw bytes retention removed."""
         self.ensure_schema()
         states = self.spool.states(mail_ids)
         done = {i: d or "done" for i, (status, d) in states.items() if status == MailStatus.done}
         todo = [i for i in states if i not in done]
         results = [(i, f"unchanged: {d}") for i, d in done.items()]
         found = self.spool.requeue(todo)
+        gone = [i for i in todo if i not in found]
+        results += [(i, "unchanged: its raw message was removed by retention") for i in gone]
         if found:
             self.runner().drain(on_done=lambda i, d: results.append((i, d.text)), ids=found)
         return sorted(results)

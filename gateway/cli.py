@@ -281,6 +281,11 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                 "queue an outbound mail to be sent again (the daemon's sender, or `outbox flush`, sends it)")
     p.add_argument("id", type=int, metavar="ID")
     command(outbox, "flush", "cmd_outbox_flush", "send every due outbound mail now", json_output=True)
+
+    retention = group("retention", "removing old mail bytes ([retention] in the config)")
+    p = command(retention, "run", "cmd_retention_run",
+                "remove raw mail and outbox bodies older than [retention] allows, now", json_output=True)
+    p.add_argument("--dry-run", action="store_true", help="only count what would be removed")
     return parser
 
 

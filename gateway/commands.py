@@ -210,8 +210,11 @@ def cmd_status(app: App, args: argparse.Namespace) -> int:
         state = "running" if inst["alive"] else "NO HEARTBEAT"
         text = (f"{state}; pid {inst['pid']} on {inst['host']}, started {_since(inst['started_at'], now)}, "
                 f"heartbeat {_since(inst['heartbeat_at'], now)}")
-        if inst["leases"]:
-            text += "; polls " + ", ".join(lease.removeprefix("imap:") for lease in inst["leases"])
+        polls = [lease.removeprefix("imap:") for lease in inst["leases"] if lease.startswith("imap:")]
+        if polls:
+            text += "; polls " + ", ".join(polls)
+        if "retention" in inst["leases"]:  # jobs.RETENTION_LEASE
+            text += "; does retention"
         pairs.append((f"instance {inst['name']}", text))
     _print_pairs(pairs)
     return EX_OK
@@ -510,8 +513,14 @@ def cmd_mail_show(app: App, args: argparse.Namespace) -> int:
         if not args.raw:
             data = read.mail_detail(session, mail)
     if args.raw:
+        from gateway.retention import removed_note
+        from gateway.store.spool import RawMailRemoved
+
         try:
             raw = app.spool.read_raw(args.id)  # queued: still in its row
+        except RawMailRemoved as gone:
+            note = removed_note(gone.processed_at, gone.removed_at)
+            raise CommandError(f"the raw message of mail {args.id} was {note}") from None
         except KeyError:
             raise CommandError(f"raw bytes of mail {args.id} are missing from the blob store") from None
         sys.stdout.flush()
@@ -520,8 +529,20 @@ def cmd_mail_show(app: App, args: argparse.Namespace) -> int:
     elif args.json:
         _print_json(data)
     else:
-        _print_pairs(data.items())
+        _print_pairs(_with_raw_note(data).items())
     return EX_OK
+
+
+def _with_raw_note(data: dict[str, Any]) -> dict[str, Any]:
+    """``mail show``'s pairs, saying in words when retention removed the raw message."""
+    removed = data.get("raw_removed_at")
+    if not removed:
+        return data
+    from gateway.retention import removed_note
+
+    processed = data.get("processed_at")
+    return {**data, "raw_removed_at": removed_note(
+        dt.datetime.fromisoformat(processed) if processed else None, dt.datetime.fromisoformat(removed))}
 
 
 def cmd_mail_reprocess(app: App, args: argparse.Namespace) -> int:
@@ -573,6 +594,21 @@ def cmd_outbox_flush(app: App, args: argparse.Namespace) -> int:
     else:
         print(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "nothing due")
     return EX_OK
+
+
+def cmd_retention_run(app: App, args: argparse.Namespace) -> int:
+    """``gateway retention run``: what the daemon's daily job does, now."""
+    from gateway import retention
+
+    result = retention.run(app.engine, app.blobs, app.settings, dry_run=args.dry_run)
+    if args.json:
+        import dataclasses
+
+        _print_json(dataclasses.asdict(result))
+    else:
+        print(result.summary())
+    # Another instance holds the lock: try again later, as with a busy database.
+    return EX_TEMPFAIL if result.skipped else EX_OK
 
 
 def cmd_account_unbounce(app: App, args: argparse.Namespace) -> int:

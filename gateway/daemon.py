@@ -49,6 +49,7 @@ from gateway.store.db import reading
 from gateway.store.spool import Spool
 
 if TYPE_CHECKING:
+    from gateway import retention
     from gateway.pipeline.runner import Runner
     from gateway.services import Services
     from gateway.web.server import WebProcesses
@@ -233,6 +234,7 @@ class Daemon:
             pollers = await jobs.start_imap(self.app, scheduler, on_commit=self._on_commit,
                                             instance=self.instance)
             jobs.start_housekeeping(self.app, scheduler)
+            jobs.start_retention(self.app, scheduler, on_result=self._count_retention, instance=self.instance)
             # --- end IMAP
             # --- outbox sender: delivers what notify queued; ends between
             # two mails once stopping is set.
@@ -410,6 +412,10 @@ class Daemon:
             + f", quarantined {st['quarantined']}"
             + f", outbox failed {outbox['failed']} retrying {outbox['retrying']}"
         )
+
+    def _count_retention(self, result: retention.Result) -> None:
+        # A run that left the database to another instance is not this one's last run.
+        self.metrics.count_retention(result.removed(), None if result.skipped else time.time())
 
     async def _ops_stop(self) -> None:
         for task in self._ops_tasks:

@@ -1,7 +1,7 @@
 """Scheduled work of ``gateway serve`` on APScheduler's AsyncIOScheduler: one
 IMAP poll job per ``[[imap]]`` mailbox (or a long-running IDLE task where
-the mailbox asks for IDLE and the server offers it), and housekeeping of the
-portal's tables. The spool's
+the mailbox asks for IDLE and the server offers it), housekeeping of the
+portal's tables, and retention (daily). The spool's
 ``reclaim_stale`` sweep is the daemon's own loop. Every job runs on the daemon's event loop; the
 blocking parts (database) run in threads inside the jobs."""
 
@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from gateway import retention
 from gateway.ingress.imap import Poller
 
 if TYPE_CHECKING:
@@ -124,3 +126,51 @@ def start_housekeeping(app: Services, scheduler: AsyncIOScheduler) -> None:
 
     scheduler.add_job(prune, "interval", minutes=HOUSEKEEPING_MINUTES, id="housekeeping", name="housekeeping",
                       replace_existing=True)
+
+
+RETENTION_HOURS = 24
+# The first run comes this soon after the start (a daemon restarted more
+# often than daily still runs it), once the listener and workers are up.
+RETENTION_FIRST_DELAY = dt.timedelta(seconds=5)
+
+
+RETENTION_LEASE = "retention"  # the instance holding it does the database's part
+
+
+async def retention_turn(app: Services, instance: Instance | None) -> retention.Result:
+    """One retention run. Among instances on one database, the holder of
+    the ``retention`` lease (it keeps it while its heartbeat goes on) does
+    the database's part, so the daily run happens once, not once per
+    instance; every instance sweeps its own Maildir. The run itself also
+    takes retention's database lock: a ``gateway retention run`` by hand
+    never overlaps it."""
+    ours = instance is None or await instance.acquire(RETENTION_LEASE)
+    return await asyncio.to_thread(
+        functools.partial(retention.run, app.engine, app.blobs, app.settings, database=ours)
+    )
+
+
+def start_retention(
+    app: Services,
+    scheduler: AsyncIOScheduler,
+    on_result: Callable[[retention.Result], None] | None = None,
+    instance: Instance | None = None,
+) -> None:
+    """Daily, and once shortly after the start: remove the mail bytes
+    ``[retention]`` no longer keeps (``gateway.retention``; ``retention_turn``
+    says which instance does what), one line in the log per run. The
+    settings are read at each run: a reload (SIGHUP) applies to the next.
+    ``on_result`` sees each run's Result (the metrics)."""
+
+    async def sweep() -> None:
+        try:
+            result = await retention_turn(app, instance)
+        except Exception as exc:  # noqa: BLE001 - the next run tries again
+            log.warning("retention: %s", exc)
+            return
+        log.info("%s", result.summary())
+        if on_result is not None:
+            on_result(result)
+
+    scheduler.add_job(sweep, "interval", hours=RETENTION_HOURS, id="retention", name="retention",
+                      next_run_time=dt.datetime.now(dt.UTC) + RETENTION_FIRST_DELAY, replace_existing=True)

@@ -3,10 +3,11 @@
 Two kinds, chosen by where the truth lives:
 
 - **Events in the daemon process** are counters: SMTP answers by result and
-  reason (counted by the listener's handler) and the processing latency
+  reason (counted by the listener's handler), the processing latency
   histogram (received → processed; the worker processes hand their
   measurements back with each batch's result, so no shared files between
-  processes are needed).
+  processes are needed), and what the retention job removed, with the time
+  of its last run (on the instance that ran it: alert on the newest of all).
 - **State** is read from the database on every scrape by a custom
   collector: spool depth, oldest queued age, mail by status (the pipeline's
   dispositions; quarantined among them), outbox by status, IMAP mailboxes'
@@ -29,7 +30,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine
@@ -39,6 +40,7 @@ from gateway.store.db import reading
 
 log = logging.getLogger("gateway.metrics")
 
+RETENTION_KINDS = ("raw_mail", "outbox_body", "maildir_copy")  # gateway.retention.Result.removed()
 # Seconds from spool to effect: sub-second when idle, minutes behind a burst.
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 
@@ -159,6 +161,20 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.retention_removed = Counter(
+            "gateway_retention_removed",
+            "What the retention job removed: raw_mail (mails' raw bytes), outbox_body (outbound mails' "
+            "render data), maildir_copy (sent mails' copies in the Maildir)",
+            ["kind"],
+            registry=self.registry,
+        )
+        for kind in RETENTION_KINDS:
+            self.retention_removed.labels(kind)  # 0 from the start, not absent until the first removal
+        self.retention_last_run = Gauge(
+            "gateway_retention_last_run_timestamp_seconds",
+            "When this instance last completed a retention run",
+            registry=self.registry,
+        )
         if engine is not None:
             self.registry.register(DatabaseCollector(engine, exporter))
         self._server: Any = None
@@ -171,6 +187,14 @@ class Metrics:
     def observe_latencies(self, seconds: Iterable[float]) -> None:
         for value in seconds:
             self.latency.observe(value)
+
+    def count_retention(self, removed: dict[str, int], finished_at: float | None) -> None:
+        """A retention run (``jobs.start_retention``'s ``on_result``);
+        ``finished_at`` None: it left the database to another instance."""
+        for kind, n in removed.items():
+            self.retention_removed.labels(kind).inc(n)
+        if finished_at is not None:
+            self.retention_last_run.set(finished_at)
 
     def start(self, listen: str) -> tuple[str, int] | None:
         """Serve ``/metrics`` on ``host:port`` in a thread; returns the bound

@@ -244,6 +244,24 @@ class SecuritySettings(_Section):
     max_client_requests_per_hour: int = Field(default=60, gt=0)
 
 
+class RetentionSettings(_Section):
+    """How long the desk keeps mail bytes it no longer needs (``gateway.retention``).
+    Only the bytes go: the mail log's and the outbox's rows (sender, subject,
+    Message-ID, what became of the mail) and the tickets stay. 0: keep forever."""
+
+    # Raw mail of processed messages (done, ignored), counted from their processing.
+    raw_mail_days: int = Field(default=90, ge=0)
+    # Quarantined raw mail waits for an operator to look at and reprocess it
+    # (SPEC §3: its bytes can be reprocessed), so by default it is kept until
+    # then; reprocessed, it follows raw_mail_days.
+    quarantine_days: int = Field(default=0, ge=0)
+    # Sent (or finally failed or bounced) mail: what it was rendered from
+    # (the outbox row's data), and its copy in outbound.maildir when that is the
+    # transport. A month covers bounces and questions about a mail; its text
+    # lives on in the ticket.
+    outbox_days: int = Field(default=30, ge=0)
+
+
 class LimitsSettings(_Section):
     """Budgets that bound the work one hostile message can cause."""
 
@@ -401,6 +419,7 @@ class Settings(BaseSettings):
     imap: list[ImapSettings] = Field(default_factory=list)
     outbound: OutboundSettings = OutboundSettings()
     security: SecuritySettings = SecuritySettings()
+    retention: RetentionSettings = RetentionSettings()
     limits: LimitsSettings = LimitsSettings()
     workers: WorkerSettings = WorkerSettings()
     instance: InstanceSettings = InstanceSettings()

@@ -204,7 +204,8 @@ def agent_ticket(session: Session, ticket_id: int) -> dict[str, Any]:
     )
     mails = {
         m.id: {"id": m.id, "from": m.from_addr, "subject": m.subject, "message_id": m.message_id,
-               "received_at": iso(m.received_at), "source": m.source, "trusted": m.trusted}
+               "received_at": iso(m.received_at), "source": m.source, "trusted": m.trusted,
+               "raw_removed_at": iso(m.raw_removed_at)}
         for m in session.exec(
             select(InboundMail).where(col(InboundMail.id).in_(mail_ids))
             .options(defer(InboundMail.raw_inline))  # type: ignore[arg-type]

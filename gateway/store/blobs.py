@@ -1,7 +1,15 @@
 """Content-addressed blob store for raw mail and attachments: files named by
 their SHA-256 (the default) or rows of the ``blob`` table. Identical bytes
 are stored once. A file blob is durable (fsync of file and directory) before
-``put`` returns, so a database row may point at it right after."""
+``put`` returns, so a database row may point at it right after.
+
+Because identical bytes are stored once, removing a blob (retention,
+``store/retention.py``) races with a ``put`` of the same bytes for a row
+not yet committed. A ``put`` that finds its bytes there therefore marks
+them as wanted: a file gets a new modification time (``set_aside`` leaves
+recently wanted files alone), a ``blob`` row is locked until the
+transaction ends (retention locks before it checks for rows that refer to
+a blob)."""
 
 from __future__ import annotations
 
@@ -11,11 +19,12 @@ import hashlib
 import os
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, delete, select
+from sqlalchemy import Connection, bindparam, delete, select
 from sqlmodel import Session
 
 from gateway.store.db import dialect_insert
@@ -99,8 +108,15 @@ class FileBlobStore:
     def put(self, session: Session | Connection | None, data: bytes) -> str:
         digest = sha256_hex(data)
         target = self.path_for(digest)
-        if target.exists():
+        try:
+            # There already: wanted again now (see set_aside). One system
+            # call, as the existence check it replaces.
+            os.utime(target)
             return digest
+        except FileNotFoundError:
+            pass
+        except PermissionError:
+            return digest  # there, but another user's file (a restore as root): the same bytes
         pending: list[Path] | None = getattr(self._local, "pending", None)
         if target.parent not in self._dirs:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -138,6 +154,66 @@ class FileBlobStore:
         # Erased means gone: the removal survives a crash like a put does.
         _fsync_dir(path.parent)
         return True
+
+    def set_aside(self, digests: Iterable[str], wanted_since: float) -> SetAside:
+        """Move the files of ``digests`` out of the way (renamed in their
+        directory: a ``put`` from now on writes them anew), except those a
+        ``put`` touched at or after ``wanted_since`` (a timestamp): a row
+        that needs them may be on its way to a commit. The caller, having
+        checked in its transaction that no row refers to the digests,
+        commits and then calls ``drop()``, or ``restore()`` if it failed."""
+        aside = SetAside()
+        for digest in digests:
+            path = self.path_for(digest)
+            moved = path.with_name(f".expire-{digest}")
+            try:
+                os.rename(path, moved)
+            except FileNotFoundError:
+                continue  # nothing to remove
+            if os.stat(moved).st_mtime >= wanted_since:
+                os.replace(moved, path)  # a concurrent put's new copy holds the same bytes
+                aside.wanted.add(digest)
+            else:
+                aside.moved[digest] = (moved, path)
+        return aside
+
+
+@dataclass
+class SetAside:
+    """Blob files ``FileBlobStore.set_aside`` moved out of the way, and the
+    digests it left because a ``put`` wanted them recently."""
+
+    moved: dict[str, tuple[Path, Path]] = field(default_factory=dict)  # digest -> (now, before)
+    wanted: set[str] = field(default_factory=set)
+
+    def drop(self) -> int:
+        """Delete the moved files (durably: a crash must not bring removed
+        mail back); how many."""
+        for moved, _ in self.moved.values():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(moved)
+        parents = {moved.parent for moved, _ in self.moved.values()}
+        if _syncfs is not None and len(parents) > SYNCFS_THRESHOLD:
+            # One syncfs for a batch spread over many of the 256 directories.
+            fd = os.open(next(iter(parents)).parent, os.O_RDONLY)
+            try:
+                synced = _syncfs(fd) == 0
+            finally:
+                os.close(fd)
+            parents = set() if synced else parents
+        for parent in parents:
+            _fsync_dir(parent)
+        count = len(self.moved)
+        self.moved.clear()
+        return count
+
+    def restore(self) -> None:
+        """Put the moved files back (the transaction that removed their
+        rows' references did not commit)."""
+        for moved, path in self.moved.values():
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(moved, path)
+        self.moved.clear()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -180,6 +256,14 @@ def _sync_paths(root: Path, paths: list[Path]) -> None:
         _fsync_dir(parent)
 
 
+_BLOB = Blob.__table__  # type: ignore[attr-defined]
+_HOLD = (
+    select(_BLOB.c.sha256)
+    .where(_BLOB.c.sha256 == bindparam("b_digest"))
+    .with_for_update(read=True, key_share=True)
+)
+
+
 class DatabaseBlobStore:
     """Blobs as rows, committed with the caller's transaction."""
 
@@ -190,8 +274,18 @@ class DatabaseBlobStore:
             raise ValueError("database blobs are written in a transaction")
         digest = sha256_hex(data)
         dialect = session.dialect if isinstance(session, Connection) else session.get_bind().dialect
-        ins = dialect_insert(dialect.name, Blob)
-        session.execute(ins.values(sha256=digest, data=data).on_conflict_do_nothing())
+        ins = dialect_insert(dialect.name, Blob).values(sha256=digest, data=data).on_conflict_do_nothing()
+        if dialect.name != "postgresql":
+            # SQLite: this runs in a write transaction, which excludes
+            # retention's for its whole length.
+            session.execute(ins)
+            return digest
+        while session.execute(ins.returning(_BLOB.c.sha256)).first() is None:
+            # The bytes are there: hold them until this transaction ends
+            # (FOR KEY SHARE: other puts share it, a delete waits). If
+            # retention removed them in between, store them again.
+            if session.execute(_HOLD, {"b_digest": digest}).first() is not None:
+                break
         return digest
 
     @contextlib.contextmanager

@@ -168,7 +168,12 @@ class TicketEvent(SQLModel, table=True):
 
 class Attachment(SQLModel, table=True):
     __tablename__ = "attachment"
-    __table_args__ = (Index("ix_attachment_ticket_sha", "ticket_id", "sha256"),)
+    __table_args__ = (
+        Index("ix_attachment_ticket_sha", "ticket_id", "sha256"),
+        # Retention asks whether an attachment has the bytes of a raw mail
+        # it is about to remove (an agent may attach the original message).
+        Index("ix_attachment_sha256", "sha256"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     ticket_id: int = Field(foreign_key="ticket.id")
@@ -186,7 +191,15 @@ class InboundMail(SQLModel, table=True):
     """The spool and the mail log: every accepted message."""
 
     __tablename__ = "inbound_mail"
-    __table_args__ = (Index("ix_inbound_mail_status_id", "status", "id"),)
+    __table_args__ = (
+        Index("ix_inbound_mail_status_id", "status", "id"),
+        # Retention (``store/retention.py``): the processed mail whose raw
+        # bytes are still kept, oldest first, without walking the ever
+        # growing range of mail whose bytes are gone; and whether other mail
+        # still uses the same (content-addressed) bytes.
+        Index("ix_inbound_mail_raw_kept", "raw_removed_at", "processed_at"),
+        Index("ix_inbound_mail_raw_sha256", "raw_sha256"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     received_at: dt.datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
@@ -213,6 +226,10 @@ class InboundMail(SQLModel, table=True):
     # blob store (raw_sha256) when it processes the mail and clears this.
     # Last column: SQLite reads a row's columns in order.
     raw_inline: bytes | None = Field(default=None, sa_type=LargeBinary)
+    # When retention removed the raw bytes ([retention] raw_mail_days); the
+    # row stays as the mail log's entry. After raw_inline because a
+    # migration added it (only processed mail, whose raw_inline is NULL, has it).
+    raw_removed_at: dt.datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
 
 
 class ProcessedKey(SQLModel, table=True):
@@ -242,7 +259,11 @@ class OutboundMail(SQLModel, table=True):
     """The outbox: every mail the gateway sends (queued by ``notify``)."""
 
     __tablename__ = "outbound_mail"
-    __table_args__ = (Index("ix_outbound_mail_status_due", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_outbound_mail_status_due", "status", "next_attempt_at"),
+        # Retention: mail whose render data is still kept, oldest first.
+        Index("ix_outbound_mail_body_kept", "body_removed_at", "created_at"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     created_at: dt.datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
@@ -261,6 +282,9 @@ class OutboundMail(SQLModel, table=True):
     last_error: str | None = None
     next_attempt_at: dt.datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     sent_at: dt.datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    # When retention cleared ``data`` ([retention] outbox_days): the mail can
+    # no longer be rendered, so it is never sent again.
+    body_removed_at: dt.datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
 
 
 class Blob(SQLModel, table=True):

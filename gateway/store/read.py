@@ -448,6 +448,7 @@ def mail_detail(session: Session, mail: InboundMail) -> JsonDict:
             "raw_sha256": mail.raw_sha256,
             "attempts": mail.attempts,
             "processed_at": iso(mail.processed_at),
+            "raw_removed_at": iso(mail.raw_removed_at),  # retention removed the raw bytes (null: kept)
         }
     )
     return data

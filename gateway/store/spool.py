@@ -50,6 +50,17 @@ class Job:
 DEFAULT_INLINE_MAX = 262_144  # bytes; the default of storage.spool_inline_max
 
 
+class RawMailRemoved(LookupError):
+    """The mail's raw bytes were removed by retention (``store/retention.py``);
+    its row, the mail log's entry, stays."""
+
+    def __init__(self, mail_id: int, processed_at: dt.datetime | None, removed_at: dt.datetime) -> None:
+        super().__init__(f"the raw message of mail {mail_id} was removed by retention")
+        self.mail_id = mail_id
+        self.processed_at = processed_at
+        self.removed_at = removed_at
+
+
 # Ids come back unordered and are sorted: both databases number the rows of
 # one INSERT in the order given (SQLite: max(rowid)+1 under the write lock,
 # PostgreSQL: nextval per row), so the sorted ids line up with the items.
@@ -175,13 +186,17 @@ class Spool:
 
     def read_raw(self, mail_id: int) -> bytes:
         """A spooled mail's bytes, wherever they wait: inside its row while
-        queued, in the blob store once processed. KeyError if missing."""
+        queued, in the blob store once processed. KeyError if missing,
+        RawMailRemoved if retention removed them."""
         with read_connection(self.engine) as conn:
             row = conn.execute(
-                select(MAIL.c.raw_inline, MAIL.c.raw_sha256).where(MAIL.c.id == mail_id)
+                select(MAIL.c.raw_inline, MAIL.c.raw_sha256, MAIL.c.processed_at, MAIL.c.raw_removed_at)
+                .where(MAIL.c.id == mail_id)
             ).first()
             if row is None:
                 raise KeyError(mail_id)
+            if row.raw_removed_at is not None:
+                raise RawMailRemoved(mail_id, row.processed_at, row.raw_removed_at)
             return bytes(row[0]) if row[0] is not None else self.blobs.get(conn, row[1])
 
     def put(self, item: SpoolItem) -> int:
@@ -293,9 +308,16 @@ class Spool:
 
     def requeue(self, ids: Sequence[int]) -> list[int]:
         """Queue finished or quarantined mails again (``mail reprocess``);
-        returns the ids that exist."""
+        returns the ids that exist and still have their raw bytes (retention
+        may have removed them: such mail cannot be processed again)."""
         with connection(self.engine) as conn:
-            found = [r[0] for r in conn.execute(select(MAIL.c.id).where(MAIL.c.id.in_(list(ids))))]
+            found = [
+                r[0]
+                for r in conn.execute(
+                    select(MAIL.c.id).where(MAIL.c.id.in_(list(ids))).where(MAIL.c.raw_removed_at.is_(None))
+                    .with_for_update()  # PostgreSQL: not while retention is removing its bytes
+                )
+            ]
             if found:
                 conn.execute(
                     update(MAIL)

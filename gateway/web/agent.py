@@ -223,11 +223,13 @@ def routes(portal: Portal) -> list[Route]:
         if not raw_id.isdigit() or len(raw_id) > 12 or ticket is None:
             return await portal.not_found(request, Exception())
 
-        def load() -> bytes | None:
+        def load() -> bytes | dt.datetime | None:
             with reading(portal.engine) as session:
                 mail = agent_read.mail_of_ticket(session, int(raw_id), ticket.id)
                 if mail is None:
                     return None
+                if mail.raw_removed_at is not None:
+                    return mail.raw_removed_at
                 if mail.raw_inline is not None:
                     return bytes(mail.raw_inline)
                 try:
@@ -238,6 +240,12 @@ def routes(portal: Portal) -> list[Route]:
         data = await run_in_threadpool(load)
         if data is None:
             return await portal.not_found(request, Exception())
+        if isinstance(data, dt.datetime):
+            # Retention removed it ([retention] raw_mail_days): say so, the link was not wrong.
+            text = view.t("agent.raw_removed", date=data.strftime("%Y-%m-%d")) + "\n"
+            gone = Response(text, status_code=410, media_type="text/plain; charset=utf-8",
+                            headers={"cache-control": "private, no-store"})
+            return portal.finish(view, gone)
         # Shown as text, never rendered: a mail is a stranger's bytes.
         headers = {
             "content-disposition": f'inline; filename="mail-{raw_id}.eml"',

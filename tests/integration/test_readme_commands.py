@@ -59,6 +59,7 @@ QUARANTINE = [
     "gateway mail show ID --raw > mail-ID.eml",
 ]
 REPROCESS = "gateway mail reprocess ID"
+RETENTION = ["gateway retention run --dry-run", "gateway retention run"]
 STATUS = ["gateway status", "gateway status --json"]
 METRICS = "curl -s http://127.0.0.1:9125/metrics"
 FIND = [
@@ -76,7 +77,7 @@ GDPR = [
 ]
 
 GUIDE = [*SETUP, INGEST, DB_UPGRADE, *SQLITE_BACKUP, *SQLITE_RESTORE, *PG_BACKUP, DB_UPGRADE,
-         *QUARANTINE, REPROCESS, *STATUS, METRICS, *FIND, *GDPR]
+         *QUARANTINE, REPROCESS, *RETENTION, *STATUS, METRICS, *FIND, *GDPR]
 
 
 def guide_commands() -> list[str]:
@@ -217,6 +218,11 @@ def test_operator_guide_commands(tmp_path: Path, pg_cluster: PgCluster) -> None:
     (op.etc / "gateway.toml").write_text(config.replace("max_depth = 30", "max_depth = 60"))
     op.run(REPROCESS)
     assert op.gateway_json(f"mail show {mail_id}")["status"] == "done"  # type: ignore[index]
+
+    # Retention: everything here is recent; nothing is due.
+    due = "0 raw mails older than 90 days, 0 outbox bodies older than 30 days"
+    assert op.run(RETENTION[0]).stdout.startswith(f"retention (dry run): would remove {due}")
+    assert op.run(RETENTION[1]).stdout.startswith(f"retention: removed {due}")
 
     # Status, and metrics from a running daemon.
     assert "2 done" in op.run(STATUS[0]).stdout
