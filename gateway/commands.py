@@ -765,6 +765,9 @@ def run(args: argparse.Namespace) -> int:
     """Run the parsed command; every failure ends as one line on stderr
     and an exit code (``GATEWAY_DEBUG=1`` adds the traceback of a bug)."""
     settings: Settings | None = None
+    # `ingest` runs as the MTA's pipe: its stderr may reach the sender in a
+    # bounce, so it never names the database's host.
+    detail = args.handler != "cmd_ingest"
     try:
         from gateway.app import App
 
@@ -779,10 +782,10 @@ def run(args: argparse.Namespace) -> int:
         error(str(exc))
         return EX_USAGE
     except TemporaryFailure as exc:
-        error(f"temporary failure: {_unreachable(exc, settings) or exc or 'try again later'}")
+        error(f"temporary failure: {detail and _unreachable(exc, settings) or exc or 'try again later'}")
         return EX_TEMPFAIL
     except (KeyError, IndexError) as exc:
-        return _internal_error(exc, settings)
+        return _internal_error(exc, settings if detail else None)
     except (LookupError, Refused) as exc:
         # read.NotFound, or a LookupError from App naming what is missing
         error(str(exc))
@@ -798,7 +801,7 @@ def run(args: argparse.Namespace) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except Exception as exc:
-        return _internal_error(exc, settings)
+        return _internal_error(exc, settings if detail else None)
 
 
 def _unreachable(exc: BaseException, settings: Settings | None) -> str | None:

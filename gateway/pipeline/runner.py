@@ -2,7 +2,7 @@
 in a process pool when there are many: ``parsing``), then run the stages
 (``stages``) for each message in spool order, a batch per transaction, and
 record the disposition (mail answering mail another worker has not finished goes
-last, after that worker: ``Runner._waiting_on_others``). ``Ignore`` ends
+last, after that worker: ``Runner._answering``). ``Ignore`` ends
 a message as ignored, ``Quarantine`` and any unexpected exception shunt it
 to the quarantine with the reason (Mailman's shunt queue),
 ``TemporaryFailure`` puts it back in the queue."""
@@ -86,13 +86,17 @@ class Runner:
             claimed = self.spool.claim(self.worker, self.settings.workers.claim_size, ids)
             if not claimed:
                 return counts
-            for mail_id, disposition in self.process(claimed):
+            # Only ``ids`` (``mail reprocess``): mail they answer that waits in
+            # the queue is never claimed here, so nothing goes back to wait for it.
+            for mail_id, disposition in self.process(claimed, requeue_answers=ids is None):
                 counts[disposition.status] += 1
                 if on_done:
                     on_done(mail_id, disposition)
 
-    def process(self, claimed: list[int]) -> Iterator[tuple[int, Disposition]]:
-        """Parse (possibly in parallel) and apply claimed rows in order."""
+    def process(self, claimed: list[int], requeue_answers: bool = True) -> Iterator[tuple[int, Disposition]]:
+        """Parse (possibly in parallel) and apply claimed rows in order.
+        ``requeue_answers``: mail answering mail that waits in the queue goes
+        back there (see ``_answering``)."""
         jobs = self.spool.load(claimed)
         limits = self.settings.limits
         parsed: Iterable[Parsed]
@@ -107,7 +111,7 @@ class Runner:
         size = self.settings.workers.batch_size
         try:
             while chunk := list(itertools.islice(pairs, size)):
-                for mail_id, disposition in self._batch(chunk):
+                for mail_id, disposition in self._batch(chunk, requeue_answers):
                     done.add(mail_id)
                     yield mail_id, disposition
         finally:
@@ -130,17 +134,30 @@ class Runner:
             return parse_job(self.blobs.get(conn, job.raw_sha256), limits)
 
     # -- one batch, one message ------------------------------------------
-    def _batch(self, chunk: list[tuple[Job, Parsed]]) -> list[tuple[int, Disposition]]:
+    def _batch(
+        self, chunk: list[tuple[Job, Parsed]], requeue_answers: bool = True
+    ) -> list[tuple[int, Disposition]]:
         """Process a chunk of claimed mail. Mail that answers mail another
-        worker is still processing (``_waiting_on_others``) goes in a second
-        transaction, after the rest and after a wait for that worker."""
+        worker is still processing goes in a second transaction, after the
+        rest and after a wait for that worker; mail answering mail that is
+        back in the queue goes back there too (``_answering``)."""
         self._store_inline_raw(chunk)
-        later = self._waiting_on_others(chunk)
+        processing, queued = self._unfinished_ancestors(chunk)
+        behind = self._answering(chunk, queued) if requeue_answers else set()
+        if behind:
+            # Not done: ``process`` gives them back to the queue, where the
+            # mail they answer comes first (claims take the oldest first).
+            log.info("spool rows %s answer mail still queued (%s): back to the queue after it",
+                     sorted(behind)[:10], sorted(queued.values())[:10])
+            chunk = [c for c in chunk if c[0].id not in behind]
+        later = self._answering(chunk, processing)
         out = self._commit([c for c in chunk if c[0].id not in later])
         rest = [c for c in chunk if c[0].id in later]
         if rest:
             self._wait_for_ancestors(rest)
-            out += self._commit(rest)
+            # The worker it waited for may have died: its mail is back in the queue.
+            back = self._answering(rest, self._unfinished_ancestors(rest)[1]) if requeue_answers else set()
+            out += self._commit([c for c in rest if c[0].id not in back])
         return out
 
     def _commit(self, chunk: list[tuple[Job, Parsed]]) -> list[tuple[int, Disposition]]:
@@ -186,28 +203,37 @@ class Runner:
                 if job.raw_inline is not None:
                     self.blobs.put(None, job.raw_inline)
 
-    def _waiting_on_others(self, chunk: list[tuple[Job, Parsed]]) -> set[int]:
-        """Spool ids of the batch's mail that must wait for another worker:
-        mail answering a lower-numbered message another worker is processing,
-        and, transitively, mail of this batch answering such mail. The rest
-        of the batch need not wait (see ``_wait_for_ancestors``)."""
-        busy = self._in_flight_elsewhere(chunk)
-        if not busy:
+    def _answering(self, chunk: list[tuple[Job, Parsed]], held: dict[str, int]) -> set[int]:
+        """Spool ids of the batch's mail that answers mail in ``held``
+        (``{Message-ID: spool id}``, lower spool ids than the answer) and,
+        transitively, mail of this batch answering such mail.
+
+        Two uses: mail answering mail another worker is processing goes in
+        a second transaction, after a wait for that worker
+        (``_wait_for_ancestors``); mail answering mail that still waits in
+        the queue goes back to the queue. The second happens only when mail
+        was given back to the queue after this batch was claimed (claims
+        take the oldest first): a dead instance's or worker's rows, while
+        the replies to them were already claimed elsewhere. Processed now,
+        a reply would not see the ticket its mail is about to create."""
+        if not held:
             return set()
-        later: set[int] = set()
-        held: dict[str, int] = dict(busy)  # Message-ID -> spool id of mail that is not done yet
+        found: set[int] = set()
+        held = dict(held)
         for job, parsed in chunk:  # in spool order
             if parsed.mail is None:
                 continue
             if any(held.get(mid, job.id) < job.id for mid in candidate_ids(parsed.mail)):
-                later.add(job.id)
+                found.add(job.id)
                 if parsed.message_id:
                     held.setdefault(parsed.message_id, job.id)
-        return later
+        return found
 
-    def _in_flight_elsewhere(self, chunk: list[tuple[Job, Parsed]]) -> dict[str, int]:
-        """Message-IDs this batch's mail answers that another worker is
-        processing under a lower spool id: ``{Message-ID: spool id}``."""
+    def _unfinished_ancestors(self, chunk: list[tuple[Job, Parsed]]) -> tuple[dict[str, int], dict[str, int]]:
+        """Message-IDs this batch's mail answers whose mail, not in this
+        batch, has a lower spool id and is not processed yet: being
+        processed by another worker, and waiting in the queue; each
+        ``{Message-ID: spool id}``. One query for both."""
         own = {job.id for job, _ in chunk}
         latest: dict[str, int] = {}  # referenced Message-ID -> highest spool id referring to it
         for job, parsed in chunk:
@@ -215,10 +241,15 @@ class Runner:
                 for mid in candidate_ids(parsed.mail):
                     latest[mid] = max(latest.get(mid, 0), job.id)
         if not latest:
-            return {}
+            return {}, {}
         with read_connection(self.engine) as conn:
             rows = repo.in_flight(conn, list(latest))
-        return {mid: i for i, mid in rows if i not in own and i < latest[mid]}
+        processing: dict[str, int] = {}
+        queued: dict[str, int] = {}
+        for i, mid, status in rows:
+            if i not in own and i < latest[mid]:
+                (queued if status == str(MailStatus.queued) else processing)[mid] = i
+        return processing, queued
 
     def _wait_for_ancestors(self, chunk: list[tuple[Job, Parsed]]) -> None:
         """Wait (outside any transaction) while another worker is still
@@ -233,7 +264,7 @@ class Runner:
         other in a circle. The wait is bounded by ``ANCESTOR_WAIT``: a
         worker that died holding a row must not stall the others."""
         deadline = time.monotonic() + ANCESTOR_WAIT
-        while busy := self._in_flight_elsewhere(chunk):
+        while busy := self._unfinished_ancestors(chunk)[0]:
             if time.monotonic() > deadline:
                 rows = sorted(busy.values())[:10]
                 log.warning("still in flight after %ss, going on: spool rows %s", ANCESTOR_WAIT, rows)

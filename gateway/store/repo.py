@@ -199,9 +199,9 @@ _INSERT_OUTBOX = insert(OUTBOX).returning(OUTBOX.c.id)
 _PROCESSED_OWNER = select(PROCESSED.c.inbound_mail_id).where(PROCESSED.c.key == bindparam("b_key"))
 _FINISH_MAIL = update(MAIL).where(MAIL.c.id == bindparam("b_id"))
 _IN_FLIGHT = (
-    select(MAIL.c.id, MAIL.c.message_id)
+    select(MAIL.c.id, MAIL.c.message_id, MAIL.c.status)
     .where(MAIL.c.message_id.in_(bindparam("b_mids", expanding=True)))
-    .where(MAIL.c.status == str(MailStatus.processing))
+    .where(MAIL.c.status.in_((str(MailStatus.processing), str(MailStatus.queued))))
 )
 
 
@@ -505,10 +505,11 @@ def finish_mails(conn: Connection, rows: list[dict[str, Any]]) -> None:
     conn.execute(_FINISH_MAIL, rows)
 
 
-def in_flight(conn: Connection, message_ids: Sequence[str]) -> list[tuple[int, str]]:
-    """Spool rows with one of these Message-IDs that a worker is processing
-    right now: ``(id, message_id)``."""
-    return [(int(i), str(m)) for i, m in conn.execute(_IN_FLIGHT, {"b_mids": list(message_ids)})]
+def in_flight(conn: Connection, message_ids: Sequence[str]) -> list[tuple[int, str, str]]:
+    """Spool rows with one of these Message-IDs that are not processed yet
+    (a worker has them, or they wait in the queue): ``(id, message_id,
+    status)``."""
+    return [(int(i), str(m), str(st)) for i, m, st in conn.execute(_IN_FLIGHT, {"b_mids": list(message_ids)})]
 
 
 # -- history ----------------------------------------------------------------------

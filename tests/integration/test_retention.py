@@ -439,7 +439,9 @@ def test_among_daemons_the_lease_holder_does_the_database(
     try:
         (old,) = spool(app, mail(1))
         age(app, [old])
-        first, second = (Instance(settings.model_copy(update={"instance": InstanceSettings(name=name)}),
+        shared = settings.storage.model_copy(update={"shared": True})  # two instances, one blob directory
+        first, second = (Instance(settings.model_copy(update={"instance": InstanceSettings(name=name),
+                                                              "storage": shared}),
                                   app.engine) for name in ("gw-a", "gw-b"))
         first.register()
         second.register()
