@@ -1,0 +1,196 @@
+"""Soak: many messages through one ``gateway serve`` and whether it stays
+the same size. Sends ``--messages`` (default 200,000) distinct messages (the
+corpus's, each with a Message-ID of its own, so none is a duplicate) over
+``--connections`` SMTP connections, and samples the daemon's process tree:
+resident memory, open files and threads of the daemon, at the start (after
+a warm-up of ``--warmup`` messages), every ``--every`` messages and at the
+end. Prints the samples and the growth from the first to the middle and to
+the last; "flat" means within 10%.
+
+    python bench/bench_soak.py                          # SQLite in a temp dir
+    python bench/bench_soak.py --messages 50000 --db-url postgresql+psycopg://…
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench_smtp import DESK, _reply, free_port, load_corpus, spool_left, start, tree_rss_kib
+
+
+def open_files(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return 0
+
+
+def threads(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    return 0
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def sample(pid: int, sent: int) -> dict[str, int]:
+    kids = children(pid)
+    return {
+        "sent": sent,
+        "rss_tree_kib": tree_rss_kib(pid),
+        "open_files": open_files(pid) + sum(open_files(k) for k in kids),
+        "threads": threads(pid),
+        "processes": 1 + len(kids),
+    }
+
+
+_MID = re.compile(rb"(?im)^message-id:[^\r\n]*(?:\r\n[ \t][^\r\n]*)*\r\n")
+
+
+def unique(raw: bytes, n: int) -> bytes:
+    """The message with a Message-ID of its own (a duplicate would be one
+    effect, not a message)."""
+    fresh = f"Message-ID: <soak-{n}@bench.example>\r\n".encode()
+    body, count = _MID.subn(fresh, raw, count=1)
+    return body if count else fresh + raw
+
+
+async def session(port: int, queue: asyncio.Queue[bytes], counter: list[int], errors: list[str]) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        await _reply(reader)
+        writer.write(b"EHLO soak.example\r\n")
+        await _reply(reader)
+        while True:
+            try:
+                raw = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                break
+            for cmd in (b"MAIL FROM:<sender@example.net>\r\n", f"RCPT TO:<{DESK}>\r\n".encode(), b"DATA\r\n"):
+                writer.write(cmd)
+                await _reply(reader)
+            writer.write(raw + b".\r\n")
+            await writer.drain()
+            reply = await _reply(reader)
+            if not reply.startswith(b"250"):
+                errors.append(reply.decode(errors="replace").strip())
+            counter[0] += 1
+        writer.write(b"QUIT\r\n")
+        await _reply(reader)
+    finally:
+        writer.close()
+
+
+async def send_all(port: int, corpus: list[bytes], total: int, conns: int, pid: int, warmup: int,
+                   every: int, samples: list[dict[str, int]], errors: list[str]) -> float:
+    counter = [0]
+    t0 = time.perf_counter()
+    # The queue is filled in slices: 200,000 messages held at once would be
+    # the client's memory, not the daemon's.
+    sent_total = 0
+    next_sample = warmup
+    while sent_total < total:
+        queue: asyncio.Queue[bytes] = asyncio.Queue()
+        chunk = min(every, total - sent_total)
+        for i in range(sent_total, sent_total + chunk):
+            queue.put_nowait(unique(corpus[i % len(corpus)], i))
+        await asyncio.gather(*(session(port, queue, counter, errors) for _ in range(conns)))
+        sent_total += chunk
+        if sent_total >= next_sample:
+            samples.append(sample(pid, sent_total))
+            next_sample = sent_total + every
+            print(f"  {samples[-1]}", flush=True)
+    return time.perf_counter() - t0
+
+
+def growth(first: dict[str, int], later: dict[str, int], key: str) -> str:
+    a, b = first[key], later[key]
+    return f"{(b - a) / a * 100:+.1f}%" if a else f"{a} -> {b}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--messages", type=int, default=200_000)
+    ap.add_argument("--corpus", type=int, default=2000, help="distinct corpus messages, sent in turn")
+    ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--warmup", type=int, default=10_000, help="messages before the first sample")
+    ap.add_argument("--every", type=int, default=10_000, help="messages between samples")
+    ap.add_argument("--db-url", default=None)
+    ap.add_argument("--blobs", default=None)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="bench-soak-"))
+    corpus = load_corpus(args.corpus, args.seed, work)
+    db_url = args.db_url or f"sqlite:///{work / 'gateway.db'}"
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY")}
+    env.update(
+        GATEWAY__DATABASE__URL=db_url,
+        GATEWAY__STORAGE__BLOBS=args.blobs or str(work / "blobs"),
+        GATEWAY__OUTBOUND__MAILDIR=str(work / "sent"),
+        GATEWAY__SMTP__LISTEN=f"127.0.0.1:{port}",
+        GATEWAY__SMTP__MAX_CONNECTIONS_PER_IP=str(max(20, args.connections)),
+        GATEWAY__WEB__LISTEN="",
+        GATEWAY__METRICS__LISTEN="",
+        GATEWAY_LOG_LEVEL="WARNING",
+    )
+    if not db_url.startswith("sqlite"):
+        subprocess.run([sys.executable, "-m", "gateway", "db", "upgrade"], env=env, check=True, cwd=work)
+    gw = start([sys.executable, "-m", "gateway", "serve"], env, work / "gateway.log", work)
+    samples: list[dict[str, int]] = []
+    errors: list[str] = []
+    try:
+        print(f"soak: {args.messages} messages, {args.connections} connections, {db_url.split(':')[0]}")
+        secs = asyncio.run(send_all(port, corpus, args.messages, args.connections, gw.pid, args.warmup,
+                                    args.every, samples, errors))
+        while spool_left(db_url):
+            time.sleep(0.5)
+        end = time.perf_counter()
+        samples.append(sample(gw.pid, args.messages))
+        drained = secs + (time.perf_counter() - end)
+    finally:
+        gw.send_signal(signal.SIGTERM)
+        code = gw.wait(120)
+    first, middle, last = samples[0], samples[len(samples) // 2], samples[-1]
+    print(f"\naccepted {args.messages - len(errors)} of {args.messages} in {secs:.0f} s "
+          f"({args.messages / secs:.0f} msg/s); all processed after {drained:.0f} s; exit {code}")
+    for key in ("rss_tree_kib", "open_files", "threads", "processes"):
+        print(f"{key:13} first {first[key]:>8}  middle {middle[key]:>8} ({growth(first, middle, key)})  "
+              f"last {last[key]:>8} ({growth(first, last, key)})")
+    # Threads and files come and go with asyncio's thread pool (bounded):
+    # a leak shows as a later half that goes above the first half's peak.
+    half = max(1, len(samples) // 2)
+    early, late = samples[:half], samples[half:] or samples[-1:]
+    bounded = all(max(s[k] for s in late) <= max(s[k] for s in early) + 2 for k in ("threads", "open_files"))
+    flat = abs(last["rss_tree_kib"] - first["rss_tree_kib"]) <= 0.1 * first["rss_tree_kib"] and bounded
+    print("flat" if flat else "NOT flat",
+          "(rss within 10% of the first sample; threads and open files of the later half within 2 of "
+          "the first half's peak)")
+    if errors:
+        print(f"{len(errors)} errors, e.g. {errors[:3]}")
+    if not args.keep:
+        subprocess.run(["rm", "-rf", str(work)], check=False)
+    else:
+        print(f"work directory: {work}")
+    return 0 if flat and not errors and code == 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
