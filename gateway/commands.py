@@ -209,7 +209,7 @@ def cmd_status(app: App, args: argparse.Namespace) -> int:
     for inst in st["instances"]:
         state = "running" if inst["alive"] else "NO HEARTBEAT"
         text = (f"{state}; pid {inst['pid']} on {inst['host']}, started {_since(inst['started_at'], now)}, "
-                f"heartbeat {_since(inst['heartbeat_at'], now)}")
+                f"heartbeat {_since(inst['heartbeat_at'], now)}, {inst['claims']} mails in processing")
         polls = [lease.removeprefix("imap:") for lease in inst["leases"] if lease.startswith("imap:")]
         if polls:
             text += "; polls " + ", ".join(polls)

@@ -17,13 +17,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import BindParameter, Connection, bindparam, case, delete, or_, select, update
+from sqlalchemy import BindParameter, Connection, bindparam, case, delete, func, or_, select, update
 
 from gateway.store.db import dialect_insert
-from gateway.store.models import GatewayInstance, Lease
+from gateway.store.models import GatewayInstance, InboundMail, Lease
 
 INSTANCE = GatewayInstance.__table__  # type: ignore[attr-defined]
 LEASE = Lease.__table__  # type: ignore[attr-defined]
+MAIL = InboundMail.__table__  # type: ignore[attr-defined]
 
 
 def register(conn: Connection, name: str, host: str, pid: int, version: str, now: dt.datetime) -> None:
@@ -91,9 +92,21 @@ def holder(conn: Connection, lease: str, now: dt.datetime) -> str | None:
     return str(row[0]) if row else None
 
 
+_CLAIMS = (
+    select(MAIL.c.claimed_by, func.count())
+    .where(MAIL.c.status == "processing")
+    .group_by(MAIL.c.claimed_by)
+)
+
+
 def listing(conn: Connection, now: dt.datetime, lease_for: dt.timedelta) -> list[dict[str, Any]]:
     """Every registered instance, newest first, with whether its heartbeat
-    is current and the leases it holds."""
+    is current, the leases it holds and how many spool rows its workers
+    have claimed (workers are named ``<instance>/<host>:<pid>``)."""
+    claims: dict[str, int] = {}
+    for owner, n in conn.execute(_CLAIMS):
+        name = str(owner or "").rpartition("/")[0]
+        claims[name] = claims.get(name, 0) + int(n)
     leases: dict[str, list[str]] = {}
     for name, who in conn.execute(
         select(LEASE.c.name, LEASE.c.holder).where(LEASE.c.expires_at >= now).order_by(LEASE.c.name)
@@ -112,6 +125,7 @@ def listing(conn: Connection, now: dt.datetime, lease_for: dt.timedelta) -> list
             "heartbeat_at": _iso(beat),
             "alive": now - beat <= lease_for,
             "leases": leases.get(row["name"], []),
+            "claims": claims.get(row["name"], 0),
         })
     return out
 

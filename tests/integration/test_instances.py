@@ -154,7 +154,7 @@ def test_a_dead_instances_claims_come_back_and_a_live_ones_stay(app: App) -> Non
     assert spool.reclaim_stale(dt.timedelta(minutes=10), LEASE_FOR) == 2  # host-c's, alive-not's
     with read_connection(app.engine) as conn:
         states = dict(conn.execute(text("SELECT id, status FROM inbound_mail")).all())
-        assert [i["name"] for i in instances.listing(conn, now, LEASE_FOR)] == ["alive"]
+        assert [(i["name"], i["claims"]) for i in instances.listing(conn, now, LEASE_FOR)] == [("alive", 1)]
     assert [states[i] for i in ids] == ["processing", "queued", "queued", "queued", "queued"]
 
 
