@@ -290,6 +290,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "agent.action.shared": "geteilt",
         "agent.action.unshared": "Freigabe aufgehoben",
         "agent.action.erased": "Daten einer gelöschten Person entfernt",
+        "person.erased": "gelöschte Person",
     },
     "en": {
         "lang.de": "Deutsch",
@@ -570,6 +571,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "agent.action.shared": "shared",
         "agent.action.unshared": "unshared",
         "agent.action.erased": "a deleted person's data erased",
+        "person.erased": "deleted user",
     },
 }
 

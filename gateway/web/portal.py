@@ -28,6 +28,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.types import Message, Receive
 
 from gateway.desk.operations import Actor, Desk, Done
+from gateway.domain import ERASED_NAME
 from gateway.outbound.templates import template_dir
 from gateway.settings import FieldOption, Settings
 from gateway.store import repo, web as store
@@ -68,6 +69,15 @@ class View:
         return translate(self.locale, key, **values)
 
 
+@jinja2.pass_context
+def _erased_in_the_page_language(ctx: jinja2.runtime.Context, value: object) -> object:
+    """An erased account's name (stored as ``domain.ERASED_NAME``, in
+    English) is shown in the page's language wherever a name is printed."""
+    if value == ERASED_NAME:
+        return translate(ctx.get("locale", "en"), "person.erased")
+    return value
+
+
 class Portal:
     """The application's state: settings, the engine, templates, CSRF."""
 
@@ -85,6 +95,7 @@ class Portal:
             undefined=jinja2.StrictUndefined,
             trim_blocks=True,
             lstrip_blocks=True,
+            finalize=_erased_in_the_page_language,
         )
         zone = zoneinfo.ZoneInfo(settings.desk.timezone)
         self.env.filters["day"] = lambda iso, locale: local_day(iso, locale, zone)

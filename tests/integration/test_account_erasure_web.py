@@ -1,6 +1,6 @@
 """The portal after ``gateway account erase`` (#16), on SQLite and
 PostgreSQL: the pages of a ticket the erased customer was on show "deleted
-user" and "[erased]" to the colleague and the agent, nothing of hers, and
+user" (in the page's language) and "[erased]" to the colleague and the agent, nothing of hers, and
 do not fail on the erased account; she can no longer sign in."""
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ def test_the_pages_show_deleted_user(site: Site) -> None:
     with browser(site, KAI) as client:
         page = client.get("/requests/SD-1")
         assert page.status_code == 200, page.text
-        assert "deleted user" in page.text and "[erased]" in page.text and ANNA not in page.text
+        # Her name is "deleted user", in the page's language.
+        assert "gelöschte Person" in page.text and "deleted user" not in page.text
+        assert "[erased]" in page.text and ANNA not in page.text
         assert "Bitte Update 9.2.3 installieren." in page.text  # the desk's answer stays
         assert client.get(f"/attachments/{files['fehler.txt']}").status_code == 404  # her file is gone
         assert client.get(f"/attachments/{files['anleitung.html']}").status_code == 200
@@ -35,7 +37,7 @@ def test_the_pages_show_deleted_user(site: Site) -> None:
             assert page.status_code == 200, (path, page.text)
             assert ANNA not in page.text, path
         ticket = client.get("/agent/tickets/SD-1").text
-        assert "deleted user" in ticket and report.placeholder in ticket
+        assert "gelöschte Person" in ticket and report.placeholder in ticket
         # The history says what happened, in the agent's language.
         assert "Daten einer gelöschten Person entfernt" in ticket
     with site.client() as client:
