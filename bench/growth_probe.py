@@ -2,7 +2,8 @@
 statement timed (SQLAlchemy's ``before/after_cursor_execute`` events,
 summed per statement text, with the first parameters seen, so that the
 statement can be explained afterwards) and the main thread under cProfile.
-Writes both to a pickle for ``bench_growth.py --profile``.
+Writes both to a pickle for ``bench_growth.py --profile``. Every
+thread is profiled; a function's time is summed over them.
 
     python bench/growth_probe.py OUT.pickle ingest --no-progress corpus.mbox
 
@@ -42,6 +43,33 @@ class SqlTimes:
     def install(self) -> None:
         event.listen(Engine, "before_cursor_execute", self._before)
         event.listen(Engine, "after_cursor_execute", self._after)
+        # A SELECT's rows are fetched after ``after_cursor_execute``, and
+        # SQLite does its work then (``execute`` steps to the first row
+        # only): a scan that finds its first row at once shows up here.
+        from sqlalchemy.engine import cursor
+
+        for cls in (cursor.CursorFetchStrategy, cursor.BufferedRowCursorFetchStrategy):
+            for name in ("fetchone", "fetchmany", "fetchall"):
+                if name in cls.__dict__:
+                    setattr(cls, name, self._timed_fetch(cls.__dict__[name]))
+
+    def _timed_fetch(self, fetch: Any) -> Any:
+        def timed(strategy: Any, result: Any, *args: Any, **kwargs: Any) -> Any:
+            if getattr(self.local, "fetching", False):  # one strategy calling another
+                return fetch(strategy, result, *args, **kwargs)
+            self.local.fetching = True
+            started = time.perf_counter()
+            try:
+                return fetch(strategy, result, *args, **kwargs)
+            finally:
+                self.local.fetching = False
+                statement = getattr(getattr(result, "context", None), "statement", None)
+                with self.lock:
+                    entry = self.stats.get(statement) if statement is not None else None
+                    if entry is not None:
+                        entry[1] += time.perf_counter() - started
+
+        return timed
 
     def _before(self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
                 executemany: bool) -> None:
@@ -85,13 +113,27 @@ def main() -> int:
     from gateway.cli import main as gateway_main
 
     profile = cProfile.Profile()
+    # Every other thread too (the ingest's spooler, the outbox sender's
+    # database threads): each gets a profiler of its own when it starts.
+    threads: list[cProfile.Profile] = []
+
+    def start_thread_profile(*_: Any) -> None:
+        mine = cProfile.Profile()
+        threads.append(mine)
+        mine.enable()
+
+    threading.setprofile(start_thread_profile)
     start = time.perf_counter()
     profile.enable()
     rc = gateway_main(argv)
     profile.disable()
     elapsed = time.perf_counter() - start
+    threading.setprofile(None)
     buf = io.StringIO()
     stats = pstats.Stats(profile, stream=buf)
+    for other in threads:
+        other.snapshot_stats()  # its thread may still run
+        stats.add(other)
     # (file, line, function) -> (calls, own seconds, cumulative seconds)
     functions = {
         f"{Path(k[0]).name}:{k[1]}({k[2]})": (v[1], v[2], v[3])
