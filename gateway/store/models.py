@@ -248,6 +248,11 @@ class MessageRef(SQLModel, table=True):
     what In-Reply-To / References are looked up in."""
 
     __tablename__ = "message_ref"
+    # A ticket's own Message-IDs, newest first (the References of the mail
+    # the desk sends, ``outbox.recent_thread_ids``). Without it both
+    # databases walk the whole table backwards by id looking for the
+    # ticket's few rows: 0.2 s a sent mail at two million refs.
+    __table_args__ = (Index("ix_message_ref_ticket_id", "ticket_id", "id"),)
 
     id: int | None = Field(default=None, primary_key=True)
     message_id: str = Field(max_length=998, index=True)
