@@ -34,6 +34,13 @@ def open_files(pid: int) -> int:
         return 0
 
 
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
 def threads(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("Threads:"):
@@ -53,6 +60,8 @@ def sample(pid: int, sent: int) -> dict[str, int]:
     return {
         "sent": sent,
         "rss_tree_kib": tree_rss_kib(pid),
+        "rss_daemon_kib": rss_kib(pid),  # the rest is the worker processes'
+
         "open_files": open_files(pid) + sum(open_files(k) for k in kids),
         "threads": threads(pid),
         "processes": 1 + len(kids),
@@ -160,18 +169,18 @@ def main() -> int:
         print(f"soak: {args.messages} messages, {args.connections} connections, {db_url.split(':')[0]}")
         secs = asyncio.run(send_all(port, corpus, args.messages, args.connections, gw.pid, args.warmup,
                                     args.every, samples, errors))
+        accepted_at = time.perf_counter()
         while spool_left(db_url):
             time.sleep(0.5)
-        end = time.perf_counter()
         samples.append(sample(gw.pid, args.messages))
-        drained = secs + (time.perf_counter() - end)
+        drained = secs + (time.perf_counter() - accepted_at)
     finally:
         gw.send_signal(signal.SIGTERM)
         code = gw.wait(120)
     first, middle, last = samples[0], samples[len(samples) // 2], samples[-1]
     print(f"\naccepted {args.messages - len(errors)} of {args.messages} in {secs:.0f} s "
           f"({args.messages / secs:.0f} msg/s); all processed after {drained:.0f} s; exit {code}")
-    for key in ("rss_tree_kib", "open_files", "threads", "processes"):
+    for key in ("rss_tree_kib", "rss_daemon_kib", "open_files", "threads", "processes"):
         print(f"{key:13} first {first[key]:>8}  middle {middle[key]:>8} ({growth(first, middle, key)})  "
               f"last {last[key]:>8} ({growth(first, last, key)})")
     # Threads and files come and go with asyncio's thread pool (bounded):
