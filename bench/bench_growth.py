@@ -215,7 +215,7 @@ def history_statements(size: Size, pg: bool, t: Callable[[str], str], hexid: str
         return f"substr({' || '.join(parts)}, 1, 64)"
 
     true, false = ("true", "false") if pg else ("1", "0")
-    sent_at = t(f"{START} + (t.id - 1) * {SPAN} / {N} + 60")
+    sent_at = t(f"{START} + (CAST(t.id AS BIGINT) - 1) * {SPAN} / {N} + 60")
     outbound_mid = f"(SELECT message_id FROM message_ref WHERE id = {N} + t.id)" if size.refs >= 2 else "NULL"
     return [
         f"""INSERT INTO inbound_mail (id, received_at, source, envelope_from, recipient, trusted, raw_sha256,
