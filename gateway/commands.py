@@ -120,18 +120,13 @@ def _since(iso: str | None, now: dt.datetime) -> str:
     return f"{_short_time(iso)} ({_ago((now - dt.datetime.fromisoformat(iso)).total_seconds())})"
 
 
-def _mailbox_key(cfg: Any) -> str:
-    """The name a mailbox's cursor is stored under (``ingress.imap.Poller``)."""
-    return f"{cfg.username}@{cfg.host}:{cfg.port}/{cfg.folder}"[:500]
-
-
 def _imap_state(app: App, polled: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Every configured mailbox, polled or not yet, then cursors of mailboxes
     no longer configured (their history is still worth seeing)."""
     by_key = {box["mailbox"]: box for box in polled}
     out: list[dict[str, Any]] = []
     for cfg in app.settings.imap:
-        key = _mailbox_key(cfg)
+        key = cfg.key
         box = by_key.pop(key, None) or {"mailbox": key, "last_success_at": None, "last_error": None,
                                         "last_error_at": None, "failing": False}
         out.append({**box, "configured": True})

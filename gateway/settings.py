@@ -194,6 +194,11 @@ class ImapSettings(_Section):
     # CA or a self-signed server); default: the system's CAs.
     ca_file: str | None = None
 
+    @property
+    def key(self) -> str:
+        """The name the mailbox's cursor and lease are stored under."""
+        return f"{self.username}@{self.host}:{self.port}/{self.folder}"[:500]
+
 
 class OutboundSettings(_Section):
     transport: Literal["maildir", "smtp"] = "maildir"

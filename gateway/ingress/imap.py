@@ -220,7 +220,7 @@ class Poller:
         self.on_commit = on_commit
         self.ssl_context = ssl_context
         self.timeout = timeout
-        self.key = f"{cfg.username}@{cfg.host}:{cfg.port}/{cfg.folder}"[:500]
+        self.key = cfg.key
         self.lease = f"imap:{self.key}"
         self._standing_by = False
         # Retry policy (attributes so tests can shrink them).
