@@ -759,14 +759,16 @@ Handler = Callable[["App", argparse.Namespace], int]
 def run(args: argparse.Namespace) -> int:
     """Run the parsed command; every failure ends as one line on stderr
     and an exit code (``GATEWAY_DEBUG=1`` adds the traceback of a bug)."""
-    settings: Settings | None = None
-    # `ingest` runs as the MTA's pipe: its stderr may reach the sender in a
+    # The settings a failure may name the database from: none for `ingest`,
+    # which runs as the MTA's pipe, whose stderr may reach the sender in a
     # bounce, so it never names the database's host.
-    detail = args.handler != "cmd_ingest"
+    named: Settings | None = None
     try:
         from gateway.app import App
 
         settings = load_settings(args.config)
+        if args.handler != "cmd_ingest":
+            named = settings
         app = App(settings)
         if args.needs_db:
             app.ensure_schema(create=args.creates_store)
@@ -777,10 +779,10 @@ def run(args: argparse.Namespace) -> int:
         error(str(exc))
         return EX_USAGE
     except TemporaryFailure as exc:
-        error(f"temporary failure: {detail and _unreachable(exc, settings) or exc or 'try again later'}")
+        error(f"temporary failure: {_unreachable(exc, named) or exc or 'try again later'}")
         return EX_TEMPFAIL
     except (KeyError, IndexError) as exc:
-        return _internal_error(exc, settings if detail else None)
+        return _internal_error(exc, named)
     except (LookupError, Refused) as exc:
         # read.NotFound, or a LookupError from App naming what is missing
         error(str(exc))
@@ -796,7 +798,7 @@ def run(args: argparse.Namespace) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except Exception as exc:
-        return _internal_error(exc, settings if detail else None)
+        return _internal_error(exc, named)
 
 
 def _unreachable(exc: BaseException, settings: Settings | None) -> str | None:

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 # Imported here, not where they are used: an import inside the running
 # loop blocks it for tens of milliseconds (jinja2, aiosmtplib, apscheduler).
 from gateway import jobs, logging_setup
-from gateway.children import die_with
+from gateway.children import die_with, gone_here
 from gateway.domain import TemporaryFailure
 from gateway.exits import CommandError
 from gateway.ingress.smtp import Listener, listener_config
@@ -518,15 +518,7 @@ def reclaim_dead_local(spool: Spool) -> int:
 def _is_dead_local(owner: str, node: str) -> bool:
     # "<instance>/<host>:<pid>" (a daemon's worker) or "<host>:<pid>" (ingest)
     host, _, pid = owner.rpartition("/")[2].rpartition(":")
-    if host != node or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False  # exists, owned by someone else
-    return False
+    return pid.isdigit() and gone_here(host, int(pid), node=node)
 
 
 def _ignore_signals(loop: asyncio.AbstractEventLoop, sigs: list[signal.Signals]) -> None:

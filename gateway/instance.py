@@ -19,6 +19,7 @@ import time
 from sqlalchemy import Engine
 
 from gateway import __version__
+from gateway.children import gone_here
 from gateway.exits import CommandError
 from gateway.settings import Settings
 from gateway.store import instances
@@ -181,15 +182,7 @@ def _gone_here(row: dict[str, object]) -> bool:
     """An instance of this host whose process no longer exists (killed
     moments ago: its heartbeat is still fresh)."""
     pid = row["pid"]
-    if row["host"] != os.uname().nodename or not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    return isinstance(pid, int) and gone_here(str(row["host"]), pid)
 
 
 def _utc(value: dt.datetime) -> dt.datetime:

@@ -24,7 +24,6 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlmodel import SQLModel
 
-from gateway import cli
 from gateway.app import App
 from gateway.settings import DatabaseSettings, OutboundSettings, Settings, StorageSettings
 from gateway.store import repo, web as web_store
@@ -32,6 +31,7 @@ from gateway.store.db import connection, read_connection
 from gateway.store.models import Blob  # and with it every table in SQLModel.metadata
 from gateway.store.repo import MAIL
 from gateway.store.spool import SpoolItem
+from tests.clicall import cli_config, gateway, ok
 
 ANNA = "anna.mueller@bauwerk-ag.de"
 ANNA_NAME = "Anna Müller"
@@ -68,26 +68,7 @@ def settings(db_url: str, tmp_path: Path, clean_env: None, blob_setting: str) ->
 
 @pytest.fixture
 def config(app: App, tmp_path: Path) -> str:
-    path = tmp_path / "gateway.toml"
-    path.write_text(
-        f"[database]\nurl = {json.dumps(app.settings.database.url)}\n"
-        f"[storage]\nblobs = {json.dumps(app.settings.storage.blobs)}\n"
-        f"[outbound]\nmaildir = {json.dumps(str(tmp_path / 'sent'))}\n"
-    )
-    return str(path)
-
-
-def gateway(config: str, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = cli.main(["--config", config, *args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def ok(config: str, capsys: pytest.CaptureFixture[str], *args: str) -> str:
-    code, out, err = gateway(config, capsys, *args)
-    assert code == 0, err
-    return out
+    return cli_config(app, tmp_path)
 
 
 def show(config: str, capsys: pytest.CaptureFixture[str], key: str) -> dict[str, Any]:

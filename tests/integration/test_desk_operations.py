@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from gateway import cli
 from gateway.app import App
 from gateway.store import repo
 from gateway.store.db import connection
+from tests.clicall import cli_config, gateway, ok
 
 ANNA = "anna.mueller@bauwerk-ag.de"
 KAI = "kai.weber@bauwerk-ag.de"
@@ -27,27 +27,7 @@ DMARC_PASS = "Authentication-Results: mx.xitrust.com; dkim=pass header.d={d}; dm
 @pytest.fixture
 def config(app: App, tmp_path: Path) -> str:
     """A config file for the CLI on ``app``'s database; mail goes to a Maildir."""
-    path = tmp_path / "gateway.toml"
-    path.write_text(
-        f"[database]\nurl = {json.dumps(app.settings.database.url)}\n"
-        f"[storage]\nblobs = {json.dumps(app.settings.storage.blobs)}\n"
-        f"[outbound]\nmaildir = {json.dumps(str(tmp_path / 'sent'))}\n"
-        '[security]\ntrusted_authserv_id = "mx.xitrust.com"\n'
-    )
-    return str(path)
-
-
-def gateway(config: str, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = cli.main(["--config", config, *args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def ok(config: str, capsys: pytest.CaptureFixture[str], *args: str) -> str:
-    code, out, err = gateway(config, capsys, *args)
-    assert code == 0, err
-    return out
+    return cli_config(app, tmp_path, '[security]\ntrusted_authserv_id = "mx.xitrust.com"\n')
 
 
 def show(config: str, capsys: pytest.CaptureFixture[str], key: str) -> dict[str, Any]:

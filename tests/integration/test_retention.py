@@ -35,7 +35,7 @@ from test_portal_http import (
 )
 from test_portal_requests import ANNA, SAM, browser, build
 
-from gateway import cli, jobs, retention
+from gateway import jobs, retention
 from gateway.app import App
 from gateway.settings import (
     ConfigError,
@@ -52,6 +52,7 @@ from gateway.store.blobs import FileBlobStore, sha256_hex
 from gateway.store.db import connection
 from gateway.store.repo import MAIL, OUTBOX
 from gateway.store.spool import RawMailRemoved, SpoolItem
+from tests.clicall import cli_config, gateway
 from tests.gatewayproc import GatewayProcess
 
 DAYS_AGO_100 = dt.timedelta(days=100)
@@ -130,20 +131,7 @@ def run(app: App, settings: Settings | None = None, **kwargs: Any) -> retention.
 
 @pytest.fixture
 def config(app: App, tmp_path: Path) -> str:
-    path = tmp_path / "gateway.toml"
-    path.write_text(
-        f"[database]\nurl = {json.dumps(app.settings.database.url)}\n"
-        f"[storage]\nblobs = {json.dumps(app.settings.storage.blobs)}\n"
-        f"[outbound]\nmaildir = {json.dumps(app.settings.outbound.maildir)}\n"
-    )
-    return str(path)
-
-
-def gateway(config: str, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = cli.main(["--config", config, *args])
-    out, err = capsys.readouterr()
-    return code, out, err
+    return cli_config(app, tmp_path)
 
 
 # -- raw mail -------------------------------------------------------------------

@@ -32,6 +32,7 @@ from gateway.store.models import (
     Ticket,
     TicketParticipant,
 )
+from tests.clicall import cli_config
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = dt.datetime(2026, 11, 27, 9, 30, tzinfo=dt.UTC)
@@ -53,13 +54,7 @@ OUTBOX_KEYS = {"id", "to", "template", "subject", "message_id", "ticket", "statu
 def config(app: App, tmp_path: Path) -> str:
     """A config file for ``main(["--config", ...])`` pointing at ``app``'s
     database (``app`` comes from tests/conftest.py: SQLite and PostgreSQL)."""
-    path = tmp_path / "gateway.toml"
-    path.write_text(
-        f"[database]\nurl = {json.dumps(app.settings.database.url)}\n"
-        f"[storage]\nblobs = {json.dumps(app.settings.storage.blobs)}\n"
-        f"[outbound]\nmaildir = {json.dumps(app.settings.outbound.maildir)}\n"
-    )
-    return str(path)
+    return cli_config(app, tmp_path)
 
 
 @dataclass
