@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
 import signal
@@ -24,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_smtp import DESK, _reply, free_port, load_corpus, spool_left, start, tree_rss_kib
+from bench_smtp import _session, free_port, load_corpus, pct, spool_left, start, tree_rss_kib
 
 
 def open_files(pid: int) -> int:
@@ -55,7 +56,24 @@ def children(pid: int) -> list[int]:
         return []
 
 
-def sample(pid: int, sent: int) -> dict[str, int]:
+def probed(probe: Path | None, pids: list[int]) -> dict[str, int]:
+    """The memory probe's last figures (``--probe``), summed by role:
+    ``d_`` the daemon, ``w_`` its workers."""
+    if probe is None:
+        return {}
+    out: dict[str, int] = {}
+    for pid in pids:
+        try:
+            last = json.loads((probe / f"{pid}.jsonl").read_text().splitlines()[-1])
+        except (OSError, IndexError, ValueError):
+            continue
+        prefix = "d_" if last["role"] == "daemon" else "w_"
+        for key in ("heap_used_kib", "heap_free_kib", "sqlite_kib", "py_blocks"):
+            out[prefix + key] = out.get(prefix + key, 0) + int(last[key])
+    return out
+
+
+def sample(pid: int, sent: int, probe: Path | None = None) -> dict[str, int]:
     kids = children(pid)
     return {
         "sent": sent,
@@ -65,6 +83,7 @@ def sample(pid: int, sent: int) -> dict[str, int]:
         "open_files": open_files(pid) + sum(open_files(k) for k in kids),
         "threads": threads(pid),
         "processes": 1 + len(kids),
+        **probed(probe, [pid, *kids]),
     }
 
 
@@ -79,35 +98,9 @@ def unique(raw: bytes, n: int) -> bytes:
     return body if count else fresh + raw
 
 
-async def session(port: int, queue: asyncio.Queue[bytes], counter: list[int], errors: list[str]) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        await _reply(reader)
-        writer.write(b"EHLO soak.example\r\n")
-        await _reply(reader)
-        while True:
-            try:
-                raw = queue.get_nowait()
-            except asyncio.QueueEmpty:
-                break
-            for cmd in (b"MAIL FROM:<sender@example.net>\r\n", f"RCPT TO:<{DESK}>\r\n".encode(), b"DATA\r\n"):
-                writer.write(cmd)
-                await _reply(reader)
-            writer.write(raw + b".\r\n")
-            await writer.drain()
-            reply = await _reply(reader)
-            if not reply.startswith(b"250"):
-                errors.append(reply.decode(errors="replace").strip())
-            counter[0] += 1
-        writer.write(b"QUIT\r\n")
-        await _reply(reader)
-    finally:
-        writer.close()
-
-
 async def send_all(port: int, corpus: list[bytes], total: int, conns: int, pid: int, warmup: int,
-                   every: int, samples: list[dict[str, int]], errors: list[str]) -> float:
-    counter = [0]
+                   every: int, samples: list[dict[str, int]], errors: list[str],
+                   latencies: list[float], probe: Path | None) -> float:
     t0 = time.perf_counter()
     # The queue is filled in slices: 200,000 messages held at once would be
     # the client's memory, not the daemon's.
@@ -118,10 +111,10 @@ async def send_all(port: int, corpus: list[bytes], total: int, conns: int, pid: 
         chunk = min(every, total - sent_total)
         for i in range(sent_total, sent_total + chunk):
             queue.put_nowait(unique(corpus[i % len(corpus)], i))
-        await asyncio.gather(*(session(port, queue, counter, errors) for _ in range(conns)))
+        await asyncio.gather(*(_session(port, queue, latencies, errors) for _ in range(conns)))
         sent_total += chunk
         if sent_total >= next_sample:
-            samples.append(sample(pid, sent_total))
+            samples.append(sample(pid, sent_total, probe))
             next_sample = sent_total + every
             print(f"  {samples[-1]}", flush=True)
     return time.perf_counter() - t0
@@ -143,6 +136,9 @@ def main() -> int:
     ap.add_argument("--blobs", default=None)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--probe", action="store_true",
+                    help="also sample heap in use and free, SQLite's memory and Python's blocks per process "
+                         "(bench/soak_probe)")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-soak-"))
@@ -160,27 +156,35 @@ def main() -> int:
         GATEWAY__METRICS__LISTEN="",
         GATEWAY_LOG_LEVEL="WARNING",
     )
+    probe = work / "probe" if args.probe else None
+    if probe is not None:
+        probe.mkdir()
+        path = [str(Path(__file__).parent / "soak_probe"), env.get("PYTHONPATH", "")]
+        env.update(SOAK_PROBE_DIR=str(probe), PYTHONPATH=os.pathsep.join(path))
     if not db_url.startswith("sqlite"):
         subprocess.run([sys.executable, "-m", "gateway", "db", "upgrade"], env=env, check=True, cwd=work)
     gw = start([sys.executable, "-m", "gateway", "serve"], env, work / "gateway.log", work)
     samples: list[dict[str, int]] = []
     errors: list[str] = []
+    latencies: list[float] = []
     try:
         print(f"soak: {args.messages} messages, {args.connections} connections, {db_url.split(':')[0]}")
         secs = asyncio.run(send_all(port, corpus, args.messages, args.connections, gw.pid, args.warmup,
-                                    args.every, samples, errors))
+                                    args.every, samples, errors, latencies, probe))
         accepted_at = time.perf_counter()
         while spool_left(db_url):
             time.sleep(0.5)
-        samples.append(sample(gw.pid, args.messages))
+        time.sleep(6)  # the probe's next figures
+        samples.append(sample(gw.pid, args.messages, probe))
         drained = secs + (time.perf_counter() - accepted_at)
     finally:
         gw.send_signal(signal.SIGTERM)
         code = gw.wait(120)
     first, middle, last = samples[0], samples[len(samples) // 2], samples[-1]
     print(f"\naccepted {args.messages - len(errors)} of {args.messages} in {secs:.0f} s "
-          f"({args.messages / secs:.0f} msg/s); all processed after {drained:.0f} s; exit {code}")
-    for key in ("rss_tree_kib", "rss_daemon_kib", "open_files", "threads", "processes"):
+          f"({args.messages / secs:.0f} msg/s, SMTP p50 {pct(latencies, 0.50) * 1000:.1f} ms, "
+          f"p99 {pct(latencies, 0.99) * 1000:.1f} ms); all processed after {drained:.0f} s; exit {code}")
+    for key in [k for k in first if k != "sent"]:
         print(f"{key:13} first {first[key]:>8}  middle {middle[key]:>8} ({growth(first, middle, key)})  "
               f"last {last[key]:>8} ({growth(first, last, key)})")
     # Threads and files come and go with asyncio's thread pool (bounded):

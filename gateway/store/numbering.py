@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from sqlalchemy import Connection, bindparam, func, literal_column, select, update
 
 from gateway.store.repo import COUNTER, TICKET, insert_ignore
+from gateway.store.shapes import padded
 
 _TAKE_NUMBERS = (
     update(COUNTER)
@@ -85,7 +86,7 @@ def is_placeholder_key(key: str) -> bool:
 
 
 def ticket_keys(conn: Connection, ids: Iterable[int]) -> dict[int, str]:
-    return dict(conn.execute(_TICKET_KEYS, {"b_ids": list(ids)}).all())
+    return dict(conn.execute(_TICKET_KEYS, {"b_ids": padded(ids)}).all())
 
 
 def number_pending(conn: Connection, prefix: str) -> dict[int, tuple[str, str]]:

@@ -25,6 +25,7 @@ from sqlalchemy import Connection, Integer, bindparam, func, or_, select, update
 
 from gateway.domain import OutboxStatus
 from gateway.store.repo import ACCOUNT, ATTACHMENT, COMMENT, DUE_STATUSES, MAIL, MESSAGE_REF, OUTBOX, TICKET
+from gateway.store.shapes import padded
 
 # Rows the sender may claim (repo.DUE_STATUSES); every other status is final (or an operator's).
 DUE = DUE_STATUSES
@@ -158,14 +159,14 @@ def claim_due(
     number)``. Rows another transaction has locked are skipped on
     PostgreSQL (``FOR UPDATE SKIP LOCKED``), so concurrent senders claim
     different rows; SQLite serializes the write transactions instead."""
-    excluded = list(exclude)
+    excluded = padded(exclude)
     if excluded:
         rows = conn.execute(_DUE_NOW_EXCEPT, {"b_now": now, "b_limit": limit, "b_exclude": excluded}).all()
     else:
         rows = conn.execute(_DUE_NOW, {"b_now": now, "b_limit": limit}).all()
     if not rows:
         return []
-    conn.execute(_LEASE, {"b_ids": [r.id for r in rows], "next_attempt_at": lease_until})
+    conn.execute(_LEASE, {"b_ids": padded(r.id for r in rows), "next_attempt_at": lease_until})
     return [(r.id, r.attempts + 1) for r in rows]
 
 

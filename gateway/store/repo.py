@@ -36,6 +36,7 @@ from gateway.store.models import (
     TicketParticipant,
     utcnow,
 )
+from gateway.store.shapes import padded
 
 ACCOUNT = Account.__table__  # type: ignore[attr-defined]
 ORG = Organization.__table__  # type: ignore[attr-defined]
@@ -221,7 +222,7 @@ def account_by_email(conn: Connection, email: str) -> AccountRow | None:
 
 
 def accounts_by_id(conn: Connection, ids: Iterable[int]) -> list[AccountRow]:
-    return [AccountRow(*r) for r in conn.execute(_ACCOUNTS_BY_ID, {"ids": list(ids)})]
+    return [AccountRow(*r) for r in conn.execute(_ACCOUNTS_BY_ID, {"ids": padded(ids)})]
 
 
 def _new_account(
@@ -258,7 +259,7 @@ def insert_account_if_absent(
 
 
 def known_emails(conn: Connection, emails: Sequence[str]) -> set[str]:
-    return set(conn.execute(_KNOWN_EMAILS, {"b_emails": list(emails)}).scalars())
+    return set(conn.execute(_KNOWN_EMAILS, {"b_emails": padded(emails)}).scalars())
 
 
 def set_account_name(conn: Connection, account_id: int, name: str) -> None:
@@ -362,7 +363,7 @@ def ticket_by_key(conn: Connection, key: str) -> TicketRow | None:
 def tickets_by_number(conn: Connection, numbers: Sequence[int]) -> dict[int, TicketRow]:
     if not numbers:
         return {}
-    return {r.number: TicketRow(*r) for r in conn.execute(_TICKETS_BY_NUMBER, {"numbers": list(numbers)})}
+    return {r.number: TicketRow(*r) for r in conn.execute(_TICKETS_BY_NUMBER, {"numbers": padded(numbers)})}
 
 
 def tickets_by_message_ids(conn: Connection, message_ids: Sequence[str]) -> dict[str, list[TicketRow]]:
@@ -371,7 +372,7 @@ def tickets_by_message_ids(conn: Connection, message_ids: Sequence[str]) -> dict
     if not message_ids:
         return {}
     out: dict[str, list[TicketRow]] = {}
-    for r in conn.execute(_TICKETS_BY_MESSAGE_ID, {"mids": list(message_ids)}):
+    for r in conn.execute(_TICKETS_BY_MESSAGE_ID, {"mids": padded(message_ids)}):
         out.setdefault(r[0], []).append(TicketRow(*r[1:]))
     return out
 
@@ -511,7 +512,7 @@ def in_flight(conn: Connection, message_ids: Sequence[str]) -> list[tuple[int, s
     """Spool rows with one of these Message-IDs that are not processed yet
     (a worker has them, or they wait in the queue): ``(id, message_id,
     status)``."""
-    rows = conn.execute(_IN_FLIGHT, {"b_mids": list(message_ids)})
+    rows = conn.execute(_IN_FLIGHT, {"b_mids": padded(message_ids)})
     return [(int(i), str(m), str(st)) for i, m, st in rows if st in _NOT_DONE]
 
 

@@ -21,6 +21,7 @@ from gateway.store.db import connection, is_transient, read_connection
 from gateway.store.instances import INSTANCE
 from gateway.store.models import utcnow
 from gateway.store.repo import MAIL
+from gateway.store.shapes import chunks, padded
 
 
 @dataclass(frozen=True)
@@ -178,8 +179,9 @@ class Spool:
                 }
                 for item, digest, small in zip(items, digests, inline, strict=True)
             ]
-            result = conn.execute(_INSERT_RETURNING_ID, rows)
-            ids = sorted(int(r[0]) for r in result)
+            ids = sorted(
+                int(r[0]) for chunk in chunks(rows) for r in conn.execute(_INSERT_RETURNING_ID, list(chunk))
+            )
             if on_conn is not None:
                 on_conn(conn)
             return ids
@@ -216,13 +218,13 @@ class Spool:
                 .with_for_update(skip_locked=True)
             )
             if ids is not None:
-                pick = pick.where(MAIL.c.id.in_(list(ids)))
+                pick = pick.where(MAIL.c.id.in_(padded(ids)))
             chosen = [r[0] for r in conn.execute(pick)]
             if not chosen:
                 return []
             conn.execute(
                 update(MAIL)
-                .where(MAIL.c.id.in_(chosen))
+                .where(MAIL.c.id.in_(padded(chosen)))
                 .values(
                     status=str(MailStatus.processing),
                     claimed_by=worker,
@@ -239,7 +241,7 @@ class Spool:
         with connection(self.engine) as conn:
             conn.execute(
                 update(MAIL)
-                .where(MAIL.c.id.in_(list(ids)))
+                .where(MAIL.c.id.in_(padded(ids)))
                 .where(MAIL.c.status == str(MailStatus.processing))
                 .values(status=str(MailStatus.queued), claimed_by=None, claimed_at=None)
             )
@@ -288,12 +290,12 @@ class Spool:
     def load(self, ids: Sequence[int]) -> list[Job]:
         """The claimed rows ``ids``, in spool order."""
         with read_connection(self.engine) as conn:
-            return [Job(*r) for r in conn.execute(_LOAD_JOBS, {"b_ids": list(ids)})]
+            return [Job(*r) for r in conn.execute(_LOAD_JOBS, {"b_ids": padded(ids)})]
 
     def states(self, ids: Sequence[int]) -> dict[int, tuple[str, str | None]]:
         """Status and disposition of the mails ``ids`` that exist."""
         with read_connection(self.engine) as conn:
-            return {r.id: (r.status, r.disposition) for r in conn.execute(_STATES, {"b_ids": list(ids)})}
+            return {r.id: (r.status, r.disposition) for r in conn.execute(_STATES, {"b_ids": padded(ids)})}
 
     def reclaim_dead(self, is_dead: Callable[[str], bool]) -> int:
         """Re-queue the rows claimed by workers that ``is_dead`` says no
@@ -304,7 +306,7 @@ class Spool:
             dead = [o for o in owners if is_dead(o)]
             if not dead:
                 return 0
-            return int(conn.execute(_UNCLAIM_OF, {"b_owners": dead}).rowcount or 0)
+            return int(conn.execute(_UNCLAIM_OF, {"b_owners": padded(dead)}).rowcount or 0)
 
     def requeue(self, ids: Sequence[int]) -> list[int]:
         """Queue finished or quarantined mails again (``mail reprocess``);
