@@ -80,3 +80,21 @@ def app(settings: Settings) -> Iterator[App]:
     finally:
         if "engine" in application.__dict__:  # cached_property was used
             application.engine.dispose()
+
+
+@pytest.fixture
+def pg_blobs_app(pg_cluster: PgCluster, tmp_path: Path, clean_env: None) -> Iterator[App]:
+    """An App on PostgreSQL with database blobs, for races between a put and
+    a removal of the same bytes (on SQLite one write transaction runs at a
+    time: no race to test)."""
+    from gateway.app import App
+
+    url = pg_cluster.create_database()
+    application = App(Settings(database=DatabaseSettings(url=url), storage=StorageSettings(blobs="database"),
+                               outbound=OutboundSettings(maildir=str(tmp_path / "sent"))))
+    application.db_upgrade()
+    try:
+        yield application
+    finally:
+        application.engine.dispose()
+        pg_cluster.drop_database(url.rsplit("/", 1)[1])

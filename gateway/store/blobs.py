@@ -262,6 +262,12 @@ _HOLD = (
     .where(_BLOB.c.sha256 == bindparam("b_digest"))
     .with_for_update(read=True, key_share=True)
 )
+_LOCK = (
+    select(_BLOB.c.sha256)
+    .where(_BLOB.c.sha256.in_(bindparam("b_digests", expanding=True)))
+    .order_by(_BLOB.c.sha256)
+    .with_for_update()
+)
 
 
 class DatabaseBlobStore:
@@ -292,6 +298,17 @@ class DatabaseBlobStore:
     def group(self) -> Iterator[None]:
         """Rows are durable with the transaction; nothing to defer."""
         yield
+
+    def lock(self, conn: Connection, digests: Iterable[str]) -> None:
+        """Before deleting ``digests`` if no row refers to them: wait for the
+        transactions of puts that hold them (``put``'s FOR KEY SHARE lock
+        lasts until its row is committed) and keep new puts waiting until
+        this transaction ends, so the check for references that follows
+        sees every row that needs the bytes. (SQLite: the write transaction
+        already excludes every put.)"""
+        wanted = sorted(set(digests))
+        if wanted:
+            conn.execute(_LOCK, {"b_digests": wanted}).all()
 
     def get(self, session: Session | Connection | None, digest: str) -> bytes:
         if session is None:

@@ -53,7 +53,7 @@ from gateway.domain import (
     erased_address,
     normalize_address,
 )
-from gateway.store.blobs import BlobStore
+from gateway.store.blobs import BlobStore, DatabaseBlobStore
 from gateway.store.models import utcnow
 from gateway.store.personal import (
     Person,
@@ -310,6 +310,10 @@ def erase(
 
     counts["mentions_replaced"] = _replace_mentions(conn, Mentions(person, placeholder))
 
+    if delete_blobs and isinstance(blobs, DatabaseBlobStore):
+        # A put of the same bytes (someone's new mail) holds its lock until
+        # its row is committed: lock first, and the check below sees it.
+        blobs.lock(conn, digests)
     orphans = sorted(digests - _referenced(conn, digests))
     if delete_blobs:
         for digest in orphans:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, Engine, Integer, bindparam, delete, func, select, tuple_, union, update
 
 from gateway.domain import OutboxStatus
-from gateway.store.blobs import BlobStore, FileBlobStore, SetAside
+from gateway.store.blobs import BlobStore, DatabaseBlobStore, FileBlobStore, SetAside
 from gateway.store.db import connection, read_connection, temporary_failures
 from gateway.store.models import Blob
 from gateway.store.repo import ATTACHMENT, MAIL, OUTBOX
@@ -78,12 +78,6 @@ _STILL_USED = union(
     .where(MAIL.c.raw_sha256.in_(bindparam("b_digests", expanding=True)))
     .where(MAIL.c.raw_removed_at.is_(None)),
     select(ATTACHMENT.c.sha256).where(ATTACHMENT.c.sha256.in_(bindparam("b_digests", expanding=True))),
-)
-_LOCK_BLOBS = (
-    select(BLOB.c.sha256)
-    .where(BLOB.c.sha256.in_(bindparam("b_digests", expanding=True)))
-    .order_by(BLOB.c.sha256)
-    .with_for_update()
 )
 _DELETE_BLOBS = delete(BLOB).where(BLOB.c.sha256.in_(bindparam("b_digests", expanding=True)))
 
@@ -190,10 +184,10 @@ def remove_raw(
                 kept = aside.wanted
                 if kept:
                     conn.execute(_UNMARK_RAW, {"b_ids": [r.id for r in rows if r.raw_sha256 in kept]})
-            else:
+            elif isinstance(blobs, DatabaseBlobStore):
                 # Locked first: a put of the same bytes holds its lock until
                 # its row is committed, so the check below sees that row.
-                conn.execute(_LOCK_BLOBS, {"b_digests": digests}).all()
+                blobs.lock(conn, digests)
                 unused = set(digests) - _still_used(conn, digests)
                 if unused:
                     conn.execute(_DELETE_BLOBS, {"b_digests": sorted(unused)})

@@ -16,21 +16,25 @@ import base64
 import datetime as dt
 import json
 import os
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text as sql, update
 from sqlmodel import SQLModel
 
+from gateway import privacy
 from gateway.app import App
 from gateway.settings import DatabaseSettings, OutboundSettings, Settings, StorageSettings
 from gateway.store import repo, web as web_store
+from gateway.store.blobs import sha256_hex
 from gateway.store.db import connection, read_connection
 from gateway.store.models import Blob  # and with it every table in SQLModel.metadata
 from gateway.store.repo import MAIL
-from gateway.store.spool import SpoolItem
+from gateway.store.spool import Spool, SpoolItem
 from tests.clicall import cli_config, gateway, ok
 
 ANNA = "anna.mueller@bauwerk-ag.de"
@@ -417,3 +421,38 @@ def test_an_address_that_contains_hers_is_someone_else(
     assert three["participants"] == [hanna]
     assert (KAI, "shared", hanna) in [(h["actor"], h["action"], h["to"]) for h in three["history"]]
     assert hanna in [o["to"] for o in json.loads(ok(config, capsys, "outbox", "list", "--json"))]
+
+
+def test_bytes_a_put_holds_are_not_erased_from_under_its_row(pg_blobs_app: App) -> None:
+    """Database blobs: a transaction that stores bytes the erasure is about to
+    delete (the same file or message arriving again) holds them locked; the
+    erasure waits for its commit, then sees the new row and keeps them."""
+    app = pg_blobs_app
+    raw = mail(f"{ANNA_NAME} <{ANNA}>", "Drucker", DESCRIPTION, mid="<race@bauwerk-ag.de>")
+    app.spool.put_many([SpoolItem(raw, "smtp")])
+    app.runner().drain()
+    digest = sha256_hex(raw)
+    with read_connection(app.engine) as conn:
+        assert app.blobs.get(conn, digest) == raw
+    reports: list[privacy.ErasureReport] = []
+    eraser = threading.Thread(
+        target=lambda: reports.append(privacy.erase_account(app.engine, app.blobs, ANNA, confirmed=True)))
+
+    def while_uncommitted(_conn: Any) -> None:
+        eraser.start()
+        deadline = time.monotonic() + 20
+        with app.engine.connect() as watcher:
+            while not watcher.execute(sql(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            )).scalar():
+                watcher.rollback()  # the view is a snapshot per transaction
+                assert time.monotonic() < deadline, "the erasure never waited for the put's lock"
+                time.sleep(0.05)
+
+    # Stored as a file would be (not inline): the blob row is what is raced for.
+    spool = Spool(app.engine, app.blobs, inline_max=0)
+    [again] = spool.put_many_with([SpoolItem(raw, "smtp")], while_uncommitted)
+    eraser.join(30)
+    assert reports and reports[0].counts["blobs_deleted"] == 0, reports
+    assert spool.read_raw(again) == raw  # the new row's bytes stayed

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pgcluster import PgCluster
 from sqlalchemy import select, text, update
 from test_portal_http import (
     Site,
@@ -39,9 +38,7 @@ from gateway import jobs, retention
 from gateway.app import App
 from gateway.settings import (
     ConfigError,
-    DatabaseSettings,
     InstanceSettings,
-    OutboundSettings,
     RetentionSettings,
     Settings,
     StorageSettings,
@@ -288,21 +285,6 @@ def test_database_blobs(db_blobs_app: App) -> None:
     assert run(app).raw_mails == 1
     assert not blob_exists(app, sha256_hex(mail(1)))
     assert app.spool.read_raw(recent) == mail(2)
-
-
-@pytest.fixture
-def pg_blobs_app(pg_cluster: PgCluster, tmp_path: Path, clean_env: None) -> Iterator[App]:
-    """PostgreSQL with database blobs (on SQLite one write transaction runs
-    at a time, retention's included: no race to test)."""
-    url = pg_cluster.create_database()
-    application = App(Settings(database=DatabaseSettings(url=url), storage=StorageSettings(blobs="database"),
-                               outbound=OutboundSettings(maildir=str(tmp_path / "sent"))))
-    application.db_upgrade()
-    try:
-        yield application
-    finally:
-        application.engine.dispose()
-        pg_cluster.drop_database(url.rsplit("/", 1)[1])
 
 
 def test_database_blobs_a_put_in_flight_keeps_its_bytes(pg_blobs_app: App) -> None:
