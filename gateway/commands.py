@@ -509,13 +509,15 @@ def cmd_mail_show(app: App, args: argparse.Namespace) -> int:
             data = read.mail_detail(session, mail)
     if args.raw:
         from gateway.retention import removed_note
-        from gateway.store.spool import RawMailRemoved
+        from gateway.store.spool import RawMailErased, RawMailRemoved
 
         try:
             raw = app.spool.read_raw(args.id)  # queued: still in its row
         except RawMailRemoved as gone:
             note = removed_note(gone.processed_at, gone.removed_at)
             raise CommandError(f"the raw message of mail {args.id} was {note}") from None
+        except RawMailErased as erased:
+            raise CommandError(f"{erased} (gateway account erase)") from None
         except KeyError:
             raise CommandError(f"raw bytes of mail {args.id} are missing from the blob store") from None
         sys.stdout.flush()

@@ -23,7 +23,7 @@ from gateway.store.models import (
 )
 from gateway.store.portal_read import ticket_people
 from gateway.store.read import PRIORITY_RANK, iso, ticket_basics, ticket_history
-from gateway.store.repo import TICKET
+from gateway.store.repo import ERASED_RAW, TICKET
 
 OPEN = ("waiting_for_support", "waiting_for_customer")
 STATUSES = ("waiting_for_support", "waiting_for_customer", "resolved", "closed")
@@ -205,7 +205,7 @@ def agent_ticket(session: Session, ticket_id: int) -> dict[str, Any]:
     mails = {
         m.id: {"id": m.id, "from": m.from_addr, "subject": m.subject, "message_id": m.message_id,
                "received_at": iso(m.received_at), "source": m.source, "trusted": m.trusted,
-               "raw_removed_at": iso(m.raw_removed_at)}
+               "raw_removed_at": iso(m.raw_removed_at), "raw_erased": m.raw_sha256 == ERASED_RAW}
         for m in session.exec(
             select(InboundMail).where(col(InboundMail.id).in_(mail_ids))
             .options(defer(InboundMail.raw_inline))  # type: ignore[arg-type]

@@ -70,6 +70,7 @@ from gateway.store.repo import (
     ATTACHMENT,
     COMMENT,
     DUE_STATUSES,
+    ERASED_RAW,
     EVENT,
     MAIL,
     MESSAGE_REF,
@@ -216,7 +217,7 @@ def _mails_naming(conn: Connection, person: Person, blobs: BlobStore) -> list[in
     own = {i for (i,) in conn.execute(own_mails(person))}
     candidates = conn.execute(
         select(MAIL.c.id, MAIL.c.raw_sha256)
-        .where(MAIL.c.status.in_(_FINISHED), MAIL.c.raw_sha256 != "")
+        .where(MAIL.c.status.in_(_FINISHED), MAIL.c.raw_sha256 != ERASED_RAW)
         .where(or_(MAIL.c.ticket_id.in_(involved_tickets(person)), MAIL.c.ticket_id.is_(None)))
         .order_by(MAIL.c.id)
     ).all()
@@ -399,7 +400,7 @@ def _erase_raw(conn: Connection, mail_ids: list[int], disposition: str) -> int:
                 processed_at=utcnow())
     )
     return _rowcount(conn.execute(
-        update(MAIL).where(MAIL.c.id.in_(mail_ids)).values(raw_inline=None, raw_sha256="", raw_size=0)
+        update(MAIL).where(MAIL.c.id.in_(mail_ids)).values(raw_inline=None, raw_sha256=ERASED_RAW, raw_size=0)
     ))
 
 

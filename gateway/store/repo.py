@@ -47,6 +47,9 @@ COUNTER = TicketCounter.__table__  # type: ignore[attr-defined]
 COMMENT = Comment.__table__  # type: ignore[attr-defined]
 ATTACHMENT = Attachment.__table__  # type: ignore[attr-defined]
 MAIL = InboundMail.__table__  # type: ignore[attr-defined]
+# ``raw_sha256`` of a mail whose bytes erasure (``store/erasure.py``) removed
+# with its sender's data: no digest of any bytes is empty.
+ERASED_RAW = ""
 MESSAGE_REF = MessageRef.__table__  # type: ignore[attr-defined]
 OUTBOX = OutboundMail.__table__  # type: ignore[attr-defined]
 PROCESSED = ProcessedKey.__table__  # type: ignore[attr-defined]

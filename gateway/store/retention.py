@@ -30,7 +30,7 @@ from gateway.domain import OutboxStatus
 from gateway.store.blobs import BlobStore, DatabaseBlobStore, FileBlobStore, SetAside
 from gateway.store.db import connection, read_connection, temporary_failures
 from gateway.store.models import Blob
-from gateway.store.repo import ATTACHMENT, MAIL, OUTBOX
+from gateway.store.repo import ATTACHMENT, ERASED_RAW, MAIL, OUTBOX
 
 # pg_try_advisory_lock's key for "retention is running" ("gw-reten" in ASCII).
 LOCK_KEY = 0x67772D726574656E
@@ -47,7 +47,7 @@ BLOB = Blob.__table__  # type: ignore[attr-defined]
 # -- statements ---------------------------------------------------------------
 _KEPT_RAW = (
     MAIL.c.raw_removed_at.is_(None),
-    MAIL.c.raw_sha256 != "",  # erased (``store/erasure.py``): no bytes left to remove
+    MAIL.c.raw_sha256 != ERASED_RAW,  # no bytes left to remove
     MAIL.c.processed_at < bindparam("b_before"),
     MAIL.c.status.in_(bindparam("b_statuses", expanding=True)),
 )

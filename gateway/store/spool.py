@@ -20,7 +20,7 @@ from gateway.store.blobs import BlobStore, sha256_hex
 from gateway.store.db import connection, is_transient, read_connection
 from gateway.store.instances import INSTANCE
 from gateway.store.models import utcnow
-from gateway.store.repo import MAIL
+from gateway.store.repo import ERASED_RAW, MAIL
 from gateway.store.shapes import chunks, padded
 
 
@@ -60,6 +60,15 @@ class RawMailRemoved(LookupError):
         self.mail_id = mail_id
         self.processed_at = processed_at
         self.removed_at = removed_at
+
+
+class RawMailErased(LookupError):
+    """The mail's raw bytes were erased with its sender's personal data
+    (``gateway account erase``); its row stays, its address replaced."""
+
+    def __init__(self, mail_id: int) -> None:
+        super().__init__(f"the raw message of mail {mail_id} was erased with its sender's data")
+        self.mail_id = mail_id
 
 
 # Ids come back unordered and are sorted: both databases number the rows of
@@ -189,7 +198,8 @@ class Spool:
     def read_raw(self, mail_id: int) -> bytes:
         """A spooled mail's bytes, wherever they wait: inside its row while
         queued, in the blob store once processed. KeyError if missing,
-        RawMailRemoved if retention removed them."""
+        RawMailRemoved if retention removed them, RawMailErased if an
+        erasure did."""
         with read_connection(self.engine) as conn:
             row = conn.execute(
                 select(MAIL.c.raw_inline, MAIL.c.raw_sha256, MAIL.c.processed_at, MAIL.c.raw_removed_at)
@@ -199,6 +209,8 @@ class Spool:
                 raise KeyError(mail_id)
             if row.raw_removed_at is not None:
                 raise RawMailRemoved(mail_id, row.processed_at, row.raw_removed_at)
+            if row[0] is None and row.raw_sha256 == ERASED_RAW:
+                raise RawMailErased(mail_id)
             return bytes(row[0]) if row[0] is not None else self.blobs.get(conn, row[1])
 
     def put(self, item: SpoolItem) -> int:

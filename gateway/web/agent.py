@@ -31,7 +31,7 @@ from gateway.signup import is_email
 from gateway.store import agent_read, numbering, repo
 from gateway.store.agent_read import QueueFilter
 from gateway.store.db import connection, read_connection, reading
-from gateway.store.repo import AccountRow, TicketRow
+from gateway.store.repo import ERASED_RAW, AccountRow, TicketRow
 from gateway.web.new_request import MAX_DESCRIPTION, MAX_SUMMARY, Draft, technical_fields
 from gateway.web.portal import Handler, Page, Portal, View, signed_in
 from gateway.web.uploads import read_reply, read_uploads
@@ -223,7 +223,7 @@ def routes(portal: Portal) -> list[Route]:
         if not raw_id.isdigit() or len(raw_id) > 12 or ticket is None:
             return await portal.not_found(request, Exception())
 
-        def load() -> bytes | dt.datetime | None:
+        def load() -> bytes | dt.datetime | str | None:
             with reading(portal.engine) as session:
                 mail = agent_read.mail_of_ticket(session, int(raw_id), ticket.id)
                 if mail is None:
@@ -232,6 +232,8 @@ def routes(portal: Portal) -> list[Route]:
                     return mail.raw_removed_at
                 if mail.raw_inline is not None:
                     return bytes(mail.raw_inline)
+                if mail.raw_sha256 == ERASED_RAW:
+                    return view.t("agent.raw_erased")
                 try:
                     return desk.blobs.get(session.connection(), mail.raw_sha256)
                 except KeyError:
@@ -240,9 +242,11 @@ def routes(portal: Portal) -> list[Route]:
         data = await run_in_threadpool(load)
         if data is None:
             return await portal.not_found(request, Exception())
-        if isinstance(data, dt.datetime):
-            # Retention removed it ([retention] raw_mail_days): say so, the link was not wrong.
-            text = view.t("agent.raw_removed", date=data.strftime("%Y-%m-%d")) + "\n"
+        if isinstance(data, dt.datetime | str):
+            # Retention ([retention] raw_mail_days) or an erasure removed it:
+            # say so, the link was not wrong.
+            text = data if isinstance(data, str) else view.t("agent.raw_removed", date=f"{data:%Y-%m-%d}")
+            text += "\n"
             gone = Response(text, status_code=410, media_type="text/plain; charset=utf-8",
                             headers={"cache-control": "private, no-store"})
             return portal.finish(view, gone)

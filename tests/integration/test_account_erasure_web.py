@@ -5,6 +5,7 @@ do not fail on the erased account; she can no longer sign in."""
 
 from __future__ import annotations
 
+from sqlalchemy import select
 from test_portal_http import (
     PASSWORD,
     Site,
@@ -14,10 +15,25 @@ from test_portal_http import (
 from test_portal_requests import ANNA, KAI, SAM, browser, build
 
 from gateway import privacy
+from gateway.store.repo import MAIL, TICKET
+from gateway.store.spool import SpoolItem
+
+
+def from_mail(site: Site) -> tuple[int, str]:
+    """The id of her mail and the key of the ticket it made."""
+    with site.desk.engine.connect() as conn:
+        found = conn.execute(select(MAIL.c.id, TICKET.c.key).join(TICKET, TICKET.c.id == MAIL.c.ticket_id)
+                             .where(MAIL.c.message_id == "<per-mail@bauwerk-ag.de>")).one()
+        return int(found[0]), str(found[1])
 
 
 def test_the_pages_show_deleted_user(site: Site) -> None:
     files = build(site)  # SD-1 and SD-2 by Anna, SD-1 shared with Kai, answered by Sam
+    by_mail = (f"From: Anna <{ANNA}>\r\nTo: servicedesk@xitrust.com\r\nSubject: Per Mail\r\n"
+               "Message-ID: <per-mail@bauwerk-ag.de>\r\n\r\nDer Drucker.\r\n").encode()
+    site.desk.spool.put_many([SpoolItem(raw=by_mail, source="smtp")])
+    assert site.desk.runner().drain()["done"] == 1
+    mail_id, key = from_mail(site)
     report = privacy.erase_account(site.desk.engine, site.desk.blobs, ANNA, confirmed=True)
     assert report.erased
     with browser(site, KAI) as client:
@@ -40,6 +56,12 @@ def test_the_pages_show_deleted_user(site: Site) -> None:
         assert "gelöschte Person" in ticket and report.placeholder in ticket
         # The history says what happened, in the agent's language.
         assert "Daten einer gelöschten Person entfernt" in ticket
+        # Her mail's bytes went with her: the mail's facts say so, and so does its link.
+        facts = client.get(f"/agent/tickets/{key}").text
+        assert "Original-Nachricht wurde mit den persönlichen Daten ihres Absenders gelöscht." in facts
+        assert "/raw?" not in facts
+        raw = client.get(f"/agent/mails/{mail_id}/raw?ticket={key}")
+        assert raw.status_code == 410 and "persönlichen Daten" in raw.text and "Drucker" not in raw.text
     with site.client() as client:
         assert sign_in(client, ANNA, PASSWORD).status_code != 303
         assert sign_in(client, report.placeholder, PASSWORD).status_code != 303
