@@ -139,6 +139,9 @@ def main() -> int:
     ap.add_argument("--probe", action="store_true",
                     help="also sample heap in use and free, SQLite's memory and Python's blocks per process "
                          "(bench/soak_probe)")
+    ap.add_argument("--trace", type=int, default=0, metavar="FRAMES",
+                    help="with --probe: tracemalloc with this many frames; each process writes where its "
+                         "memory grew to <work>/probe/<pid>.trace.txt (slow; use with --keep)")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-soak-"))
@@ -161,6 +164,8 @@ def main() -> int:
         probe.mkdir()
         path = [str(Path(__file__).parent / "soak_probe"), env.get("PYTHONPATH", "")]
         env.update(SOAK_PROBE_DIR=str(probe), PYTHONPATH=os.pathsep.join(path))
+        if args.trace:
+            env["SOAK_PROBE_TRACE"] = str(args.trace)
     if not db_url.startswith("sqlite"):
         subprocess.run([sys.executable, "-m", "gateway", "db", "upgrade"], env=env, check=True, cwd=work)
     gw = start([sys.executable, "-m", "gateway", "serve"], env, work / "gateway.log", work)
