@@ -273,11 +273,18 @@ class OutboundMail(SQLModel, table=True):
         # the last hour's rows, not every mail ever sent (0.33 s a mail with
         # a million sent rows; ``bench/bench_growth.py --history --flush``).
         Index("ix_outbound_mail_status_sent", "status", "sent_at"),
+        # One address's mail of the last hour or day (the per-recipient
+        # caps, asked for every notification and every automatic mail
+        # sent): a range of its recent rows, not its whole history (15 ms
+        # a notification at 50,000 mails to one address, 0.09 ms with it).
+        # They also serve every lookup by address alone.
+        Index("ix_outbound_mail_to_created", "to_addr", "created_at"),
+        Index("ix_outbound_mail_to_sent", "to_addr", "sent_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
     created_at: dt.datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
-    to_addr: str = Field(max_length=320, index=True)
+    to_addr: str = Field(max_length=320)
     template: str = Field(max_length=60)
     locale: str = Field(default="de", max_length=5)
     subject: str | None = Field(default=None, max_length=998)

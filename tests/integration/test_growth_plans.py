@@ -2,7 +2,8 @@
 sent (issue #17, ``bench/bench_growth.py``), read an index range on
 SQLite: the placeholder tickets a batch numbers, a ticket's newest
 Message-IDs (the References of the desk's mail), the desk-wide count of
-mail to unverified addresses in the last hour, and the threading lookup.
+mail to unverified addresses in the last hour, one address's recent mail
+(the per-recipient caps), and the threading lookup.
 
 SQLite plans without statistics (the gateway never runs ANALYZE), so the
 plan is the same on an empty store as on a million tickets: asking it here
@@ -60,6 +61,15 @@ CALLS: dict[str, tuple[str, str, Callable[[Connection], object]]] = {
     "mail to unverified addresses in the last hour": (
         "outbound_mail", "(status=? AND sent_at>?)",
         lambda conn: repo.unverified_mails_sent_since(conn, dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)),
+    ),
+    # An address's mail of the last hour or day: the per-recipient caps.
+    "one address's recent notifications": (
+        "outbound_mail", "(to_addr=? AND created_at>?)",
+        lambda conn: repo.recent_mail_counts(conn, "a@b.example", dt.datetime.now(dt.UTC), dt.timedelta(1)),
+    ),
+    "one address's mail sent in the last hour": (
+        "outbound_mail", "(to_addr=? AND sent_at>?)",
+        lambda conn: outbox.automatic_mails_sent_to(conn, "a@b.example", dt.datetime.now(dt.UTC)),
     ),
     "tickets by Message-ID": (
         "message_ref", "(message_id=?)", lambda conn: repo.tickets_by_message_ids(conn, ["<a@b>", "<c@d>"]),
