@@ -29,20 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # after bench/ (sys.path[0]): ``corpus`` is bench/corpus.py, not the tests/corpus package
 sys.path[1:1] = [str(ROOT), str(ROOT / "tests")]
 
-from bench_smtp import _session, free_port, load_corpus, pct, start  # noqa: E402
+from bench_smtp import free_port, load_corpus, pct, run_client, start  # noqa: E402
 from pgcluster import PgCluster  # noqa: E402 - the tests' throwaway cluster
 from sqlalchemy import create_engine, text  # noqa: E402
-
-
-async def spread(ports: list[int], msgs: list[bytes], conns: int) -> tuple[float, list[float], list[str]]:
-    queue: asyncio.Queue[bytes] = asyncio.Queue()
-    for m in msgs:
-        queue.put_nowait(m)
-    latencies: list[float] = []
-    errors: list[str] = []
-    t0 = time.perf_counter()
-    await asyncio.gather(*(_session(ports[i % len(ports)], queue, latencies, errors) for i in range(conns)))
-    return time.perf_counter() - t0, latencies, errors
 
 
 def run(n: int, msgs: list[bytes], url: str, work: Path, conns: int) -> dict[str, float | int | str]:
@@ -65,7 +54,7 @@ def run(n: int, msgs: list[bytes], url: str, work: Path, conns: int) -> dict[str
             ports.append(port)
         engine = create_engine(url)
         t0 = time.perf_counter()
-        secs, lat, errors = asyncio.run(spread(ports, msgs, conns))
+        secs, lat, errors = asyncio.run(run_client(ports, msgs, conns))
         waiting = text("SELECT count(*) FROM inbound_mail WHERE status IN ('queued', 'processing')")
         with engine.connect() as conn:
             while conn.execute(waiting).scalar_one():

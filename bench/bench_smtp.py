@@ -109,14 +109,22 @@ async def _session(port: int, queue: asyncio.Queue[bytes], latencies: list[float
         writer.close()
 
 
-async def run_client(port: int, msgs: list[bytes], conns: int) -> tuple[float, list[float], list[str]]:
+async def run_client(
+    ports: int | list[int], msgs: list[bytes], conns: int
+) -> tuple[float, list[float], list[str]]:
+    """Send ``msgs`` over ``conns`` connections; with several ``ports`` (one
+    per instance) the connections are spread over them round robin, as MX
+    records of equal preference spread an MTA's. Seconds, each message's
+    latency, the errors."""
+    targets = [ports] if isinstance(ports, int) else ports
     queue: asyncio.Queue[bytes] = asyncio.Queue()
     for m in msgs:
         queue.put_nowait(m)
     latencies: list[float] = []
     errors: list[str] = []
     t0 = time.perf_counter()
-    await asyncio.gather(*(_session(port, queue, latencies, errors) for _ in range(conns)))
+    sessions = (_session(targets[i % len(targets)], queue, latencies, errors) for i in range(conns))
+    await asyncio.gather(*sessions)
     return time.perf_counter() - t0, latencies, errors
 
 
@@ -134,23 +142,28 @@ def start(argv: list[str], env: dict[str, str], log: Path, cwd: Path) -> subproc
     return proc
 
 
-def tree_rss_kib(pid: int) -> int:
-    """RSS of the daemon and its worker processes."""
-    pids = [pid]
+def proc_status(pid: int, key: str) -> int:
+    """A number of ``/proc/<pid>/status`` (``VmRSS``, ``VmHWM``, ``Threads``):
+    0 once the process is gone."""
     try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        pids += [int(c) for c in children]
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(f"{key}:"):
+                return int(line.split()[1])
     except OSError:
         pass
-    total = 0
-    for p in pids:
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass
-    return total
+    return 0
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def tree_rss_kib(pid: int) -> int:
+    """RSS of the daemon and its worker processes."""
+    return sum(proc_status(p, "VmRSS") for p in [pid, *children(pid)])
 
 
 def cpu_seconds(pid: int) -> tuple[float, float]:
@@ -166,10 +179,7 @@ def cpu_since(pid: int, start: tuple[float, float]) -> tuple[float, float]:
 
 
 def peak_rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
+    return proc_status(pid, "VmHWM")
 
 
 def spool_left(db_url: str) -> int:

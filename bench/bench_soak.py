@@ -25,7 +25,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_smtp import _session, free_port, load_corpus, pct, spool_left, start, tree_rss_kib
+from bench_smtp import (
+    _session,
+    children,
+    free_port,
+    load_corpus,
+    pct,
+    proc_status,
+    spool_left,
+    start,
+    tree_rss_kib,
+)
 
 
 def open_files(pid: int) -> int:
@@ -33,27 +43,6 @@ def open_files(pid: int) -> int:
         return len(os.listdir(f"/proc/{pid}/fd"))
     except OSError:
         return 0
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
-def threads(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("Threads:"):
-            return int(line.split()[1])
-    return 0
-
-
-def children(pid: int) -> list[int]:
-    try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
 
 
 def probed(probe: Path | None, pids: list[int]) -> dict[str, int]:
@@ -78,10 +67,10 @@ def sample(pid: int, sent: int, probe: Path | None = None) -> dict[str, int]:
     return {
         "sent": sent,
         "rss_tree_kib": tree_rss_kib(pid),
-        "rss_daemon_kib": rss_kib(pid),  # the rest is the worker processes'
+        "rss_daemon_kib": proc_status(pid, "VmRSS"),  # the rest is the worker processes'
 
         "open_files": open_files(pid) + sum(open_files(k) for k in kids),
-        "threads": threads(pid),
+        "threads": proc_status(pid, "Threads"),
         "processes": 1 + len(kids),
         **probed(probe, [pid, *kids]),
     }

@@ -6,6 +6,7 @@ start, they fail and say why."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,19 +83,34 @@ def app(settings: Settings) -> Iterator[App]:
             application.engine.dispose()
 
 
-@pytest.fixture
-def pg_blobs_app(pg_cluster: PgCluster, tmp_path: Path, clean_env: None) -> Iterator[App]:
-    """An App on PostgreSQL with database blobs, for races between a put and
-    a removal of the same bytes (on SQLite one write transaction runs at a
-    time: no race to test)."""
+@contextlib.contextmanager
+def _pg_app(cluster: PgCluster, blobs: str, tmp_path: Path) -> Iterator[App]:
+    """An App on a fresh database of the session's cluster (dropped after)."""
     from gateway.app import App
 
-    url = pg_cluster.create_database()
-    application = App(Settings(database=DatabaseSettings(url=url), storage=StorageSettings(blobs="database"),
+    url = cluster.create_database()
+    application = App(Settings(database=DatabaseSettings(url=url), storage=StorageSettings(blobs=blobs),
                                outbound=OutboundSettings(maildir=str(tmp_path / "sent"))))
     application.db_upgrade()
     try:
         yield application
     finally:
         application.engine.dispose()
-        pg_cluster.drop_database(url.rsplit("/", 1)[1])
+        cluster.drop_database(url.rsplit("/", 1)[1])
+
+
+@pytest.fixture
+def pg_app(pg_cluster: PgCluster, tmp_path: Path, clean_env: None) -> Iterator[App]:
+    """An App on PostgreSQL only, blobs in files: for what only PostgreSQL
+    does (workers' transactions side by side)."""
+    with _pg_app(pg_cluster, str(tmp_path / "blobs"), tmp_path) as application:
+        yield application
+
+
+@pytest.fixture
+def pg_blobs_app(pg_cluster: PgCluster, tmp_path: Path, clean_env: None) -> Iterator[App]:
+    """An App on PostgreSQL with database blobs, for races between a put and
+    a removal of the same bytes (on SQLite one write transaction runs at a
+    time: no race to test)."""
+    with _pg_app(pg_cluster, "database", tmp_path) as application:
+        yield application

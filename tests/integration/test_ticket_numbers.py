@@ -5,15 +5,10 @@ one worker's open batch holding up another worker's new tickets."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
-from pgcluster import PgCluster
 from sqlalchemy import Connection, delete, select, text
 
 from gateway.app import App
-from gateway.settings import DatabaseSettings, Settings, StorageSettings
 from gateway.store import numbering, repo
 from gateway.store.db import connection
 from gateway.store.repo import COUNTER, TICKET
@@ -78,19 +73,6 @@ def test_numbers_in_creation_order_and_a_rollback_leaves_no_gap(app: App) -> Non
         conn.execute(delete(COUNTER))
         later = _new_ticket(conn, reporter, 11)
         assert numbering.number_pending(conn, "SD") == {later: ("SD-new11", "SD-5")}
-
-
-@pytest.fixture
-def pg_app(pg_cluster: PgCluster, tmp_path: Path, clean_env: None) -> Iterator[App]:
-    url = pg_cluster.create_database()
-    storage = StorageSettings(blobs=str(tmp_path / "blobs"))
-    app = App(Settings(database=DatabaseSettings(url=url), storage=storage))
-    app.db_upgrade()
-    try:
-        yield app
-    finally:
-        app.engine.dispose()
-        pg_cluster.drop_database(url.rsplit("/", 1)[1])
 
 
 def test_an_open_batch_does_not_hold_up_another_workers_new_tickets(pg_app: App) -> None:
