@@ -311,11 +311,15 @@ def erase(
 
     counts["mentions_replaced"] = _replace_mentions(conn, Mentions(person, placeholder))
 
-    if delete_blobs and isinstance(blobs, DatabaseBlobStore):
+    unused = digests - _referenced(conn, digests)
+    if delete_blobs and unused and isinstance(blobs, DatabaseBlobStore):
         # A put of the same bytes (someone's new mail) holds its lock until
-        # its row is committed: lock first, and the check below sees it.
-        blobs.lock(conn, digests)
-    orphans = sorted(digests - _referenced(conn, digests))
+        # its row is committed: lock what is to go, then look again, and the
+        # look sees that row. (Only those: bytes others use stay unlocked,
+        # so a worker storing them never waits for the erasure.)
+        blobs.lock(conn, unused)
+        unused -= _referenced(conn, unused)
+    orphans = sorted(unused)
     if delete_blobs:
         for digest in orphans:
             blobs.delete(conn, digest)

@@ -14,13 +14,19 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
+# Lists longer than this are not a batch (an operator's ``mail reprocess``
+# of thousands): left as they are, so that padding never pushes one past a
+# driver's limit of bound values (psycopg: 65,535).
+PAD_UP_TO = 1024
+
 
 def padded(values: Iterable[T]) -> list[T]:
     """``values`` for an expanding ``IN``: its length rounded up to a power of
     two by repeating the last value (a repeat changes no ``IN``/``NOT IN``).
-    Empty stays empty (SQLAlchemy renders that as a constant)."""
+    Empty stays empty (SQLAlchemy renders that as a constant), and so does
+    a list longer than ``PAD_UP_TO``."""
     out = list(values)
-    if out:
+    if 0 < len(out) <= PAD_UP_TO:
         out.extend([out[-1]] * ((1 << (len(out) - 1).bit_length()) - len(out)))
     return out
 

@@ -21,7 +21,7 @@ from sqlalchemy import event, select
 
 from gateway.app import App
 from gateway.store.repo import MAIL
-from gateway.store.shapes import chunks, padded
+from gateway.store.shapes import PAD_UP_TO, chunks, padded
 from gateway.store.spool import SpoolItem
 from tests.corpus.generate import write_corpus
 
@@ -60,6 +60,8 @@ def corpus(tmp_path: Path, n: int) -> list[bytes]:
 def test_padding_and_chunks() -> None:
     assert [len(padded(range(n))) for n in range(10)] == [0, 1, 2, 4, 4, 8, 8, 8, 8, 16]
     assert padded(["a", "b", "c"]) == ["a", "b", "c", "c"]
+    assert len(padded(range(PAD_UP_TO))) == PAD_UP_TO
+    assert len(padded(range(PAD_UP_TO + 1))) == PAD_UP_TO + 1  # not a batch: as it is
     assert [len(c) for c in chunks(list(range(37)))] == [32, 4, 1]
     for n in range(70):
         rows = list(range(n))
