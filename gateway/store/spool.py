@@ -73,7 +73,9 @@ class RawMailErased(LookupError):
 
 # Ids come back unordered and are sorted: both databases number the rows of
 # one INSERT in the order given (SQLite: max(rowid)+1 under the write lock,
-# PostgreSQL: nextval per row), so the sorted ids line up with the items.
+# PostgreSQL: nextval per row), and the INSERTs of a batch's chunks
+# (``shapes.chunks``) run in order in one transaction, so the sorted ids
+# line up with the items.
 # (sort_by_parameter_order would add a sentinel column: ~30% more CPU here.)
 _INSERT_RETURNING_ID = insert(MAIL).returning(MAIL.c.id)
 # The Message-ID header in the header block (folded or not). A cheap scan at

@@ -223,13 +223,15 @@ def routes(portal: Portal) -> list[Route]:
         if not raw_id.isdigit() or len(raw_id) > 12 or ticket is None:
             return await portal.not_found(request, Exception())
 
-        def load() -> bytes | dt.datetime | str | None:
+        def load() -> bytes | str | None:
+            """The mail's bytes; or, where they are gone, the sentence that
+            says why; None: no such mail on this ticket."""
             with reading(portal.engine) as session:
                 mail = agent_read.mail_of_ticket(session, int(raw_id), ticket.id)
                 if mail is None:
                     return None
                 if mail.raw_removed_at is not None:
-                    return mail.raw_removed_at
+                    return view.t("agent.raw_removed", date=f"{mail.raw_removed_at:%Y-%m-%d}")
                 if mail.raw_inline is not None:
                     return bytes(mail.raw_inline)
                 if mail.raw_sha256 == ERASED_RAW:
@@ -242,12 +244,10 @@ def routes(portal: Portal) -> list[Route]:
         data = await run_in_threadpool(load)
         if data is None:
             return await portal.not_found(request, Exception())
-        if isinstance(data, dt.datetime | str):
+        if isinstance(data, str):
             # Retention ([retention] raw_mail_days) or an erasure removed it:
             # say so, the link was not wrong.
-            text = data if isinstance(data, str) else view.t("agent.raw_removed", date=f"{data:%Y-%m-%d}")
-            text += "\n"
-            gone = Response(text, status_code=410, media_type="text/plain; charset=utf-8",
+            gone = Response(data + "\n", status_code=410, media_type="text/plain; charset=utf-8",
                             headers={"cache-control": "private, no-store"})
             return portal.finish(view, gone)
         # Shown as text, never rendered: a mail is a stranger's bytes.
